@@ -1,0 +1,107 @@
+"""``crawler``: run, check and list the crawls a config.toml describes.
+
+Exit codes: 0 done (or already finished), 1 the run failed, 2 the config or command line is wrong,
+130 the crawl was stopped (Ctrl-C or SIGTERM) and can be resumed by running the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from . import __version__
+from .config import Config, load_config
+from .exceptions import ConfigError, CrawlerError
+from .loader import load_spiders
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crawler", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="crawl (or resume the crawl) a config describes")
+    run.add_argument("config", type=Path, metavar="CONFIG")
+    run.add_argument("--spider", metavar="NAME", help="run only this spider")
+    run.add_argument("--fresh", action="store_true", help="forget the checkpoint and start over")
+    run.add_argument("-v", "--verbose", action="store_true", help="log every failure and retry")
+    check = commands.add_parser("check", help="validate a config without crawling")
+    check.add_argument("config", type=Path, metavar="CONFIG")
+    listing = commands.add_parser("list", help="list the spiders a config would run")
+    listing.add_argument("config", type=Path, metavar="CONFIG")
+    return parser
+
+
+def _configure_logging(console: Console, verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], format="%(message)s")
+    # Our own per-request warnings are summarised at the end; urllib3's would repeat them.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _check(config: Config, path: Path, out: Console) -> int:
+    spiders = load_spiders(config)
+    out.print(f"{path}: OK ({len(spiders)} spider{'s' if len(spiders) != 1 else ''}: "
+              f"{', '.join(spider.name for spider in spiders)})")
+    return EXIT_OK
+
+
+def _list(config: Config, out: Console) -> int:
+    for entry, spider in zip(config.spiders, load_spiders(config)):
+        cls = type(spider)
+        args = f"  args: {entry.args}" if entry.args else ""
+        out.print(f"{spider.name}  ({cls.__module__}:{cls.__qualname__}){args}", highlight=False)
+    return EXIT_OK
+
+
+def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .progress import TerminalReporter, print_summary
+    from .runner import run_crawl
+
+    _configure_logging(err, args.verbose)
+    report = run_crawl(config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err))
+    outputs = {result.spider: str(config.output_path(result.spider)) for result in report.results}
+    if report.results and not all(result.already_finished for result in report.results):
+        print_summary(out, report, outputs)
+    if report.interrupted:
+        command = " ".join(["crawler", "run", str(args.config)] + (["--spider", args.spider] if args.spider else []))
+        err.print(f"Stopped. The checkpoint is saved: run `{command}` to continue.", highlight=False)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # soft_wrap: long lines (paths, resume commands) stay whole when output goes to a file or pipe.
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        config = load_config(args.config)
+        if args.command == "check":
+            return _check(config, args.config, out)
+        if args.command == "list":
+            return _list(config, out)
+        return _run(config, args, out, err)
+    except ConfigError as error:
+        for problem in error.problems:
+            err.print(problem, highlight=False, markup=False)
+        return EXIT_CONFIG
+    except CrawlerError as error:
+        err.print(f"crawler: {error}", highlight=False, markup=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("Stopped at once. The checkpoint is consistent: run the same command to continue.")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

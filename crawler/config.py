@@ -1,0 +1,167 @@
+"""``config.toml``: pydantic models that reject unknown keys, and one readable line per problem.
+
+Relative paths in the file are relative to the file's own folder, so a crawl behaves the same
+whatever directory it is started from.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from . import __version__
+from .exceptions import ConfigError
+from .retry import TRANSIENT_STATUSES
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeoutConfig(_Section):
+    connect: PositiveSeconds = 10.0
+    """Seconds to wait for a TCP (and TLS) connection."""
+    read: PositiveSeconds = 30.0
+    """Seconds to wait between bytes of the response."""
+
+
+class HttpConfig(_Section):
+    timeout: TimeoutConfig = TimeoutConfig()
+    user_agent: str = Field(f"crawler/{__version__}", min_length=1)
+    max_redirects: int = Field(10, ge=0)
+    max_body_size: int = Field(16 * 1024 * 1024, gt=0)
+    """Bytes; a larger response is refused (and the request failed) instead of read into memory."""
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    """A PEM file of certificate authorities to trust instead of the system's."""
+
+
+class BackoffConfig(_Section):
+    initial: PositiveSeconds = 0.5
+    max: PositiveSeconds = 30.0
+    jitter: float = Field(0.5, ge=0)
+
+
+class RetryConfig(_Section):
+    attempts: int = Field(4, ge=1, le=100)
+    """Tries per request in all, the first included."""
+    backoff: BackoffConfig = BackoffConfig()
+    max_retry_after: float = Field(120.0, ge=0)
+    """The longest ``Retry-After`` the crawl will wait for; longer ones are cut to this."""
+    statuses: frozenset[int] = TRANSIENT_STATUSES
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses_are_errors(cls, statuses: frozenset[int]) -> frozenset[int]:
+        if bad := sorted(status for status in statuses if not 400 <= status <= 599):
+            raise ValueError(f"not error statuses: {bad}")
+        return statuses
+
+
+class OutputConfig(_Section):
+    format: Literal["jsonl", "csv"] = "jsonl"
+    path: str = "output/{spider}.{format}"
+    """``{spider}`` and ``{format}`` are filled in; each spider gets its own file."""
+
+
+class CheckpointConfig(_Section):
+    path: Path = Path(".crawler/checkpoint.db")
+
+
+class CrawlConfig(_Section):
+    workers: int = Field(16, ge=1, le=1024)
+    shutdown_grace: float = Field(10.0, ge=0)
+    """Seconds in-flight requests get to finish after the first Ctrl-C or SIGTERM."""
+
+
+class PracticeSiteConfig(_Section):
+    serve: bool = False
+    """Serve the bundled practice site on 127.0.0.1 for the duration of the run."""
+    port: int = Field(8650, ge=1, le=65535)
+    products: int = Field(1000, ge=1)
+    latency: float = Field(0.0, ge=0)
+
+
+class SpiderConfig(_Section):
+    spider: str = Field(min_length=1)
+    """A spider name found in the ``spiders/`` folder beside the config, or ``module:Class``."""
+    args: dict[str, Any] = {}
+
+
+class Config(_Section):
+    spiders: list[SpiderConfig] = Field(min_length=1)
+    crawl: CrawlConfig = CrawlConfig()
+    http: HttpConfig = HttpConfig()
+    retry: RetryConfig = RetryConfig()
+    output: OutputConfig = OutputConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    practice_site: PracticeSiteConfig = PracticeSiteConfig()
+    # The config file's folder, set by load_config: not something the file itself can say.
+    _base_dir: Path = PrivateAttr(Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def resolve(self, path: Path | str) -> Path:
+        path = Path(path)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def output_path(self, spider: str) -> Path:
+        return self.resolve(self.output.path.format(spider=spider, format=self.output.format))
+
+    @field_validator("spiders")
+    @classmethod
+    def _unique_spiders(cls, spiders: list[SpiderConfig]) -> list[SpiderConfig]:
+        names = [entry.spider for entry in spiders]
+        if duplicates := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return spiders
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required, but missing"
+    message = str(error["msg"])
+    for prefix in ("Input should be ", "Value error, "):
+        if message.startswith(prefix):
+            message = ("must be " if prefix == "Input should be " else "") + message[len(prefix) :]
+    return message
+
+
+def describe_errors(source: str, error: ValidationError) -> list[str]:
+    """``config.toml: http.timeout.read: must be greater than 0``, one line per problem."""
+    return [f"{source}: {_location(e['loc'])}: {_message(e)}" for e in error.errors(include_url=False)]
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: cannot read: {error}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(str(path), error)) from None
+    config._base_dir = path.resolve().parent
+    return config

@@ -1,0 +1,92 @@
+"""Every error the framework raises on purpose.
+
+::
+
+    CrawlerError
+    ├── ConfigError            the config file is missing, not TOML, or invalid (carries one line per problem)
+    ├── CheckpointError        the checkpoint cannot be opened, is locked, or is not ours
+    ├── CrawlInterrupted       a shutdown was asked for while a request waited (its lease is released)
+    └── FetchError             one request could not be fetched; carries the request it concerns
+        ├── TransportError     no usable response came back
+        │   ├── ConnectError   the request never reached the server (safe to retry for any method)
+        │   │   └── ConnectTimeout
+        │   ├── ReadTimeout    the server accepted the request but answered too slowly
+        │   └── ConnectionLost the connection broke after the request may have been sent
+        ├── HTTPStatusError    the server answered with a status the crawl treats as an error
+        └── InvalidRequest     the request can never succeed as written (bad URL, TLS refused,
+                               redirect loop, body over the size limit)
+
+Library errors (requests, urllib3) are translated into this tree at one boundary, the fetcher,
+so the engine and retry policy handle one family only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .request import Request
+
+
+class CrawlerError(Exception):
+    """Base class of the framework's own errors."""
+
+
+class ConfigError(CrawlerError):
+    """The configuration cannot be used; ``problems`` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class CheckpointError(CrawlerError):
+    """The checkpoint file cannot be used as it is."""
+
+
+class CrawlInterrupted(CrawlerError):
+    """Shutdown was requested while a request was waiting to be retried."""
+
+
+class FetchError(CrawlerError):
+    """A request failed. ``request`` is the request concerned."""
+
+    def __init__(self, message: str, request: Request) -> None:
+        super().__init__(message)
+        self.request = request
+
+
+class TransportError(FetchError):
+    """No usable response: connection, timeout or protocol trouble."""
+
+
+class ConnectError(TransportError):
+    """The request never reached the server."""
+
+
+class ConnectTimeout(ConnectError):
+    """Connecting took longer than the connect timeout."""
+
+
+class ReadTimeout(TransportError):
+    """The server took longer than the read timeout to answer."""
+
+
+class ConnectionLost(TransportError):
+    """The connection broke after the request may have reached the server."""
+
+
+class HTTPStatusError(FetchError):
+    """The server answered with an error status.
+
+    ``retry_after`` is the server's requested delay in seconds, if it sent a usable ``Retry-After``.
+    """
+
+    def __init__(self, request: Request, status: int, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}", request)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class InvalidRequest(FetchError):
+    """The request cannot succeed as written; retrying would not help."""

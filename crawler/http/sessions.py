@@ -1,0 +1,149 @@
+"""One tuned ``requests.Session`` per worker thread, and a registry that can close them all.
+
+requests' maintainers advise a Session per thread (a shared one is not safe when pools are
+evicted), so each worker gets its own on first use. Pools are sized from the real load: a worker
+holds at most one connection per host at a time, so each host pool keeps one connection, and the
+pool manager keeps a pool for every host the crawl visits, so no pool (and its open connection) is
+evicted and reopened. New connections and discarded connections are counted, because both are
+silent costs that otherwise only show up as a debug log line.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
+
+from ..stats import Stats
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSizing:
+    """Connection pool sizes for one worker's session.
+
+    ``hosts``: how many host pools to keep (one per host the crawl visits).
+    ``connections_per_host``: connections kept per host; a session serves one request at a time.
+    """
+
+    hosts: int
+    connections_per_host: int = 1
+
+    @classmethod
+    def for_load(cls, hosts: int) -> PoolSizing:
+        # Headroom for hosts found by following redirects or links, which the config cannot know.
+        return cls(hosts=max(1, hosts) + 8)
+
+
+def _counting_pool_classes(stats: Stats) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pool classes that count new and discarded connections into ``stats``."""
+
+    class CountingPool(HTTPConnectionPool):
+        def _new_conn(self) -> Any:
+            stats.inc("connections_opened")
+            return super()._new_conn()
+
+        def _put_conn(self, conn: Any) -> None:
+            # urllib3 closes a returned connection when the pool is already full; count it so an
+            # undersized pool is visible in the stats instead of in a debug log.
+            if conn is not None and self.pool is not None and self.pool.full():
+                stats.inc("pool_discards")
+            super()._put_conn(conn)
+
+    class CountingHTTPSPool(CountingPool, HTTPSConnectionPool):
+        pass
+
+    return {"http": CountingPool, "https": CountingHTTPSPool}
+
+
+class CountingAdapter(HTTPAdapter):
+    """An HTTPAdapter with no retries of its own and pools that count their connections."""
+
+    def __init__(self, sizing: PoolSizing, stats: Stats) -> None:
+        self._pool_classes = _counting_pool_classes(stats)
+        self._stats = stats
+        self._closing = False
+        # Retries belong to the fetcher alone, so attempt counts are exact: none here.
+        super().__init__(
+            pool_connections=sizing.hosts,
+            pool_maxsize=sizing.connections_per_host,
+            max_retries=Retry(total=0, read=False, redirect=False),
+            pool_block=False,
+        )
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+        self.poolmanager.pools.dispose_func = self._dispose_pool
+
+    def _dispose_pool(self, pool: HTTPConnectionPool) -> None:
+        # A pool pushed out because the crawl visits more hosts than the manager keeps takes its
+        # open connection with it; count that (it means reconnecting), but not the closing at shutdown.
+        if not self._closing:
+            self._stats.inc("pool_evictions")
+        pool.close()
+
+    def close(self) -> None:
+        self._closing = True
+        super().close()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    user_agent: str
+    max_redirects: int
+    verify: bool | str  # True, False, or a CA bundle path
+
+
+def make_session_factory(
+    settings: SessionSettings, sizing: PoolSizing, stats: Stats
+) -> Callable[[], requests.Session]:
+    def build() -> requests.Session:
+        session = requests.Session()
+        adapter = CountingAdapter(sizing, stats)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = settings.user_agent
+        session.max_redirects = settings.max_redirects
+        session.verify = settings.verify
+        # Proxies and CA bundles from the environment would make a crawl behave differently per
+        # shell; the config says what to trust.
+        session.trust_env = False
+        return session
+
+    return build
+
+
+class SessionRegistry:
+    """Gives each thread its own session, made on first use, and knows every session it made."""
+
+    def __init__(self, factory: Callable[[], requests.Session]) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._factory()
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def close_all(self) -> None:
+        """Close every session (and so every pooled connection) made by this registry."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()

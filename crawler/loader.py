@@ -1,0 +1,84 @@
+"""Finding spider classes by name (in the ``spiders/`` folder beside the config) or by import path."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from .config import Config
+from .exceptions import ConfigError
+from .spider import Spider
+
+
+def _spider_classes(module: ModuleType) -> list[type[Spider]]:
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, Spider)
+        and value is not Spider
+        and value.__module__ == module.__name__
+        and "name" in vars(value)
+    ]
+
+
+def _project_spiders(base_dir: Path) -> dict[str, type[Spider]]:
+    folder = base_dir / "spiders"
+    if not folder.is_dir():
+        return {}
+    if str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    found: dict[str, type[Spider]] = {}
+    for info in pkgutil.iter_modules([str(folder)]):
+        module = importlib.import_module(f"spiders.{info.name}")
+        for cls in _spider_classes(module):
+            found.setdefault(cls.name, cls)
+    return found
+
+
+def find_spider_class(reference: str, base_dir: Path) -> type[Spider]:
+    """``module:Class`` imports that class; a plain name is looked up in ``spiders/``."""
+    if ":" in reference:
+        module_name, _, class_name = reference.partition(":")
+        if str(base_dir) not in sys.path:
+            sys.path.insert(0, str(base_dir))
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, Spider)):
+            raise LookupError(f"{reference} is not a Spider class")
+        return cls
+    found = _project_spiders(base_dir)
+    if reference not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise LookupError(f"no spider named {reference!r} in {base_dir / 'spiders'} (found: {known})")
+    return found[reference]
+
+
+def load_spiders(config: Config, only: str | None = None) -> list[Spider]:
+    """Instantiate the configured spiders (or just ``only``), naming the config field on error."""
+    spiders: list[Spider] = []
+    problems: list[str] = []
+    for index, entry in enumerate(config.spiders):
+        field = f"spiders[{index}]"
+        try:
+            cls = find_spider_class(entry.spider, config.base_dir)
+        except (ImportError, LookupError, SyntaxError) as error:
+            problems.append(f"{field}.spider: {error}")
+            continue
+        except Exception as error:  # the user's module failed while importing
+            problems.append(f"{field}.spider: importing it raised {type(error).__name__}: {error}")
+            continue
+        if only is not None and cls.name != only and entry.spider != only:
+            continue
+        try:
+            spiders.append(cls(**entry.args))
+        except TypeError as error:
+            problems.append(f"{field}.args: {error}")
+    if problems:
+        raise ConfigError(problems)
+    if only is not None and not spiders:
+        raise ConfigError([f"no spider named {only!r} in the config"])
+    return spiders

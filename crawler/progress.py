@@ -1,0 +1,100 @@
+"""The terminal view of a run: live progress while crawling, and the summary at the end."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.table import Table
+
+from .engine import Crawl
+from .frontier.base import FrontierCounts, ResumeInfo
+from .runner import RunReport
+from .stats import Stats
+
+
+class TerminalReporter:
+    """Tells the user what the run is doing; live progress only when stderr is a terminal."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def resuming(self, spider: str, info: ResumeInfo) -> None:
+        counts = info.counts
+        reclaimed = f", {info.reclaimed} taken back from the stopped run" if info.reclaimed else ""
+        self.console.print(
+            f"{spider}: resuming: {counts.done} done, {counts.queued} queued{reclaimed}, "
+            f"{counts.items} items so far"
+        )
+
+    def already_finished(self, spider: str, counts: FrontierCounts) -> None:
+        self.console.print(
+            f"{spider}: this crawl is already finished ({counts.done} pages, {counts.items} items, "
+            f"{counts.failed} failed); run with --fresh to start over"
+        )
+
+    def crawling(self, crawl: Crawl, stats: Stats) -> ContextManager[object]:
+        if not self.console.is_terminal:
+            return contextlib.nullcontext()
+        return Live(
+            get_renderable=lambda: _progress_line(crawl, stats),
+            console=self.console,
+            refresh_per_second=4,
+            transient=True,
+        )
+
+    def stopping(self) -> None:
+        self.console.print(
+            "Stopping: letting in-flight requests finish and saving the checkpoint "
+            "(press Ctrl-C again to stop at once)"
+        )
+
+
+def _progress_line(crawl: Crawl, stats: Stats) -> RenderableType:
+    counts = crawl.counts
+    elapsed = max(stats.elapsed, 1e-9)
+    pages = stats.get("pages")
+    errors = stats.get("failed") + stats.get("callback_errors")
+    return (
+        f"[bold]{crawl.spider.name}[/]  pages {counts.done}  queued {counts.queued}  "
+        f"in flight {counts.in_flight}  items {counts.items}  errors {errors}  "
+        f"{pages / elapsed:,.0f} pages/s  {elapsed:,.0f}s"
+    )
+
+
+def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) -> None:
+    stats = report.stats
+    table = Table(title="Crawl summary", show_header=True, header_style="bold")
+    table.add_column("spider")
+    for column in ("pages", "items", "rejected", "failed", "queued"):
+        table.add_column(column, justify="right")
+    table.add_column("output", overflow="fold")
+    for result in report.results:
+        counts = result.counts
+        table.add_row(
+            result.spider,
+            str(counts.done),
+            str(counts.items),
+            str(counts.rejected),
+            str(counts.failed),
+            str(counts.queued + counts.in_flight),
+            outputs.get(result.spider, ""),
+        )
+    console.print(table)
+    rate = stats.get("pages", 0) / report.elapsed if report.elapsed else 0.0
+    console.print(
+        f"This run: {stats.get('pages', 0)} pages in {report.elapsed:.1f}s ({rate:,.0f}/s), "
+        f"{stats.get('items', 0)} items, {stats.get('rejected_items', 0)} rejected, "
+        f"{stats.get('failed', 0)} failed, {stats.get('retries', 0)} retries, "
+        f"{stats.get('callback_errors', 0)} callback errors"
+    )
+    console.print(
+        f"HTTP: {stats.get('http_requests', 0)} requests over {stats.get('connections_opened', 0)} "
+        f"connections ({report.requests_per_connection:.1f} per connection) from {report.sessions} "
+        f"sessions; {stats.get('pool_discards', 0)} pool discards, {stats.get('pool_evictions', 0)} pool evictions"
+    )
+    dropped = {name: count for name, count in stats.items() if name.startswith("dropped:")}
+    if dropped:
+        console.print("Dropped: " + ", ".join(f"{name[8:]} {count}" for name, count in sorted(dropped.items())))

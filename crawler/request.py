@@ -1,0 +1,151 @@
+"""The request value object, its JSON form for the checkpoint, and its dedupe fingerprint."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from w3lib.url import canonicalize_url
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One thing to fetch, and what to do with the answer.
+
+    ``callback`` names a method of the spider (a bound method is accepted and stored by name), so a
+    request can be written to the checkpoint as plain JSON and resumed by another process.
+    ``meta`` must be JSON-serializable for the same reason; it reaches the callback as ``response.meta``.
+    ``idempotent`` says whether the request may be retried after it may have reached the server;
+    left as ``None`` it follows the HTTP method.
+    ``dont_filter`` asks for a fetch even if the same request was seen before.
+    """
+
+    # Defaults live in __init__, which also normalises (method case, str body, bound-method callback).
+    url: str
+    callback: str | None
+    method: str
+    headers: Mapping[str, str] | None
+    body: bytes | None
+    meta: Mapping[str, Any]
+    priority: int
+    dont_filter: bool
+    idempotent: bool | None
+
+    def __init__(
+        self,
+        url: str,
+        callback: str | Callable[..., Any] | None = None,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        dont_filter: bool = False,
+        idempotent: bool | None = None,
+    ) -> None:
+        if callable(callback):
+            callback = callback.__name__
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        set_field = object.__setattr__  # frozen dataclass: assign once, here
+        set_field(self, "url", url)
+        set_field(self, "callback", callback)
+        set_field(self, "method", method.upper())
+        set_field(self, "headers", dict(headers) if headers else None)
+        set_field(self, "body", body)
+        set_field(self, "meta", dict(meta) if meta else {})
+        set_field(self, "priority", priority)
+        set_field(self, "dont_filter", dont_filter)
+        set_field(self, "idempotent", idempotent)
+
+    @property
+    def is_idempotent(self) -> bool:
+        if self.idempotent is not None:
+            return self.idempotent
+        return self.method in IDEMPOTENT_METHODS
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with some fields changed."""
+        fields = {
+            "url": self.url,
+            "callback": self.callback,
+            "method": self.method,
+            "headers": self.headers,
+            "body": self.body,
+            "meta": self.meta,
+            "priority": self.priority,
+            "dont_filter": self.dont_filter,
+            "idempotent": self.idempotent,
+        }
+        fields.update(changes)
+        return Request(**fields)
+
+    def to_json(self) -> str:
+        """The checkpoint form: compact JSON, defaults left out. Raises TypeError if meta is not JSON."""
+        data: dict[str, Any] = {"url": self.url}
+        if self.callback:
+            data["callback"] = self.callback
+        if self.method != "GET":
+            data["method"] = self.method
+        if self.headers:
+            data["headers"] = self.headers
+        if self.body is not None:
+            data["body"] = base64.b64encode(self.body).decode("ascii")
+        if self.meta:
+            data["meta"] = self.meta
+        if self.priority:
+            data["priority"] = self.priority
+        if self.dont_filter:
+            data["dont_filter"] = True
+        if self.idempotent is not None:
+            data["idempotent"] = self.idempotent
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Request:
+        data = json.loads(text)
+        if "body" in data:
+            data["body"] = base64.b64decode(data["body"])
+        url = data.pop("url")
+        return cls(url, **data)
+
+
+def canonical_url(url: str) -> str:
+    """The URL form used for dedupe: w3lib's canonical form (fragment dropped, query sorted,
+    percent-encoding normalised) without the scheme's default port."""
+    canonical = canonicalize_url(url)
+    parts = urlsplit(canonical)
+    if parts.port is not None and _DEFAULT_PORTS.get(parts.scheme) == parts.port:
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.username:
+            userinfo = parts.username + (f":{parts.password}" if parts.password else "")
+            netloc = f"{userinfo}@{netloc}"
+        canonical = urlunsplit(parts._replace(netloc=netloc))
+    return canonical
+
+
+def fingerprint(spider: str, request: Request) -> bytes:
+    """16 bytes that identify a request within a spider's crawl.
+
+    Two requests with the same method, canonical URL and body are the same page. A request with
+    ``dont_filter`` gets a random salt so it is always new.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (spider.encode(), request.method.encode(), canonical_url(request.url).encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    digest.update(request.body or b"")
+    if request.dont_filter:
+        digest.update(os.urandom(16))
+    return digest.digest()

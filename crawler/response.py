@@ -1,0 +1,95 @@
+"""What a callback receives: the body, decoded correctly, with selectors and link helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
+from typing import Any
+from urllib.parse import urljoin
+
+from parsel import Selector, SelectorList
+from w3lib.encoding import html_to_unicode
+
+from .request import Request
+
+
+class Response:
+    """A fetched page.
+
+    ``url`` is the final URL after redirects, and the base for relative links. ``request`` is the
+    request that produced it, and ``meta`` is that request's meta.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        request: Request,
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.request = request
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.url}>"
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self.request.meta
+
+    @cached_property
+    def _decoded(self) -> tuple[str, str]:
+        # Header charset, then BOM, then <meta charset>, then UTF-8: what browsers do. requests'
+        # own .text falls back to ISO-8859-1 for text/html without a header charset, which garbles
+        # most of the modern web.
+        encoding, text = html_to_unicode(self.headers.get("Content-Type"), self.body)
+        return encoding, text
+
+    @property
+    def encoding(self) -> str:
+        return self._decoded[0]
+
+    @property
+    def text(self) -> str:
+        return self._decoded[1]
+
+    @cached_property
+    def selector(self) -> Selector:
+        return Selector(text=self.text, base_url=self.url)
+
+    def css(self, query: str) -> SelectorList[Selector]:
+        return self.selector.css(query)
+
+    def xpath(self, query: str, **namespaces_and_variables: Any) -> SelectorList[Selector]:
+        return self.selector.xpath(query, **namespaces_and_variables)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def urljoin(self, url: str) -> str:
+        return urljoin(self.url, url)
+
+    def follow(
+        self,
+        url: str | Selector,
+        callback: str | Callable[..., Any] | None = None,
+        **request_options: Any,
+    ) -> Request:
+        """A request for a link on this page; ``url`` may be relative, or an ``<a>`` selector."""
+        if isinstance(url, Selector):
+            # An <a> element gives its href; an attribute or text selector (``::attr(href)``) its value.
+            url = url.root if isinstance(url.root, str) else url.attrib.get("href", "")
+        return Request(self.urljoin(url.strip()), callback, **request_options)
+
+    def follow_all(
+        self,
+        urls: Iterable[str | Selector],
+        callback: str | Callable[..., Any] | None = None,
+        **request_options: Any,
+    ) -> list[Request]:
+        return [self.follow(url, callback, **request_options) for url in urls]

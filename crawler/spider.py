@@ -1,0 +1,45 @@
+"""The spider API: what users subclass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from .request import Request
+from .response import Response
+
+#: What a callback may yield.
+CallbackOutput = Request | BaseModel | dict[str, Any]
+
+
+class Spider:
+    """Subclass this, give it a ``name`` and ``start_urls`` (or ``start_requests``), and write callbacks.
+
+    A callback receives a :class:`Response` and yields :class:`Request` objects to follow and items
+    (pydantic models or dicts). When ``item_model`` is set, dict items are validated against it, and
+    an item that fails goes to the checkpoint's rejected-items store instead of the output.
+
+    Arguments from ``config.toml`` (``args = {...}``) set class attributes of the same name; an
+    argument the spider does not declare is an error, so a typo cannot pass silently.
+    """
+
+    name: ClassVar[str]
+    start_urls: ClassVar[tuple[str, ...] | list[str]] = ()
+    item_model: ClassVar[type[BaseModel] | None] = None
+    #: Error statuses (>= 400) that still reach the callback instead of failing the request.
+    handle_statuses: ClassVar[frozenset[int]] = frozenset()
+
+    def __init__(self, **args: Any) -> None:
+        for key, value in args.items():
+            if key.startswith("_") or not hasattr(type(self), key):
+                raise TypeError(f"unknown argument {key!r} for spider {self.name!r}")
+            setattr(self, key, value)
+
+    def start_requests(self) -> Iterable[Request]:
+        for url in self.start_urls:
+            yield Request(url, callback=self.parse)
+
+    def parse(self, response: Response) -> Iterator[CallbackOutput]:
+        raise NotImplementedError(f"{type(self).__name__}.parse is not defined")

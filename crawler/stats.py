@@ -1,0 +1,41 @@
+"""Crawl counters shared by workers, the connection pools and the engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+
+class Stats:
+    """Thread-safe named counters plus the crawl's clock.
+
+    Names are plain strings so new subsystems can count without touching this class; names with a
+    colon (``dropped:scheme``) group counts by reason.
+    """
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+
+    def inc(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def requests_per_connection(self) -> float:
+        with self._lock:
+            opened = self._counts["connections_opened"]
+            return self._counts["http_requests"] / opened if opened else 0.0

@@ -1,0 +1,1 @@
+"""Example spiders; `config.toml` names them by their `name`."""
