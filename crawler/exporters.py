@@ -119,9 +119,8 @@ class OutputFile:
         """Append items committed since the last sync; returns how many were written."""
         written = 0
         while batch := self.frontier.items_after(self.last_id, _BATCH):
-            data = self.format.encode(batch)
-            if self.offset == 0:
-                data = self.format.header(json.loads(batch[0].data)) + data
+            header = self.format.header(json.loads(batch[0].data)) if self.offset == 0 else b""
+            data = header + self.format.encode(batch)
             self._file.write(data)
             self._file.flush()
             # On disk before the checkpoint says so; otherwise a power cut could leave a gap.

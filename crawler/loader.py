@@ -26,12 +26,29 @@ def _spider_classes(module: ModuleType) -> list[type[Spider]]:
     ]
 
 
+def _use_project(base_dir: Path) -> None:
+    """Make ``base_dir``'s modules (its ``spiders`` package first) the ones imports find.
+
+    A process that loads two projects in turn (tests, or a program using the library) must not get
+    the first project's ``spiders`` package from the module cache.
+    """
+    folder = str(base_dir)
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    cached = sys.modules.get("spiders")
+    cached_paths = list(getattr(cached, "__path__", []))
+    if cached is not None and cached_paths != [str(base_dir / "spiders")]:
+        for name in [name for name in sys.modules if name == "spiders" or name.startswith("spiders.")]:
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
 def _project_spiders(base_dir: Path) -> dict[str, type[Spider]]:
     folder = base_dir / "spiders"
     if not folder.is_dir():
         return {}
-    if str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
+    _use_project(base_dir)
     found: dict[str, type[Spider]] = {}
     for info in pkgutil.iter_modules([str(folder)]):
         module = importlib.import_module(f"spiders.{info.name}")
@@ -44,8 +61,7 @@ def find_spider_class(reference: str, base_dir: Path) -> type[Spider]:
     """``module:Class`` imports that class; a plain name is looked up in ``spiders/``."""
     if ":" in reference:
         module_name, _, class_name = reference.partition(":")
-        if str(base_dir) not in sys.path:
-            sys.path.insert(0, str(base_dir))
+        _use_project(base_dir)
         cls = getattr(importlib.import_module(module_name), class_name, None)
         if not (inspect.isclass(cls) and issubclass(cls, Spider)):
             raise LookupError(f"{reference} is not a Spider class")

@@ -116,7 +116,7 @@ class RetryPolicy:
             stop=stop_after_attempt(self.attempts),
             wait=wait_retry_after(
                 wait_exponential_jitter(
-                    initial=self.backoff_initial, max=self.backoff_max, jitter=self.jitter
+                    multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.jitter
                 ),
                 cap=self.max_retry_after,
             ),

@@ -1,0 +1,92 @@
+"""Shared fixtures: a real practice site on 127.0.0.1 and a way to write a config for it."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crawler.config import Config, load_config
+from crawler.practice import PracticeSite
+
+
+@pytest.fixture
+def site() -> Iterator[PracticeSite]:
+    with PracticeSite(products=120, per_page=20) as practice_site:
+        yield practice_site
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write ``config.toml`` (and optional spider modules) into a project folder; return the Config."""
+
+    def write(toml: str, spiders: dict[str, str] | None = None) -> Config:
+        for name, source in (spiders or {}).items():
+            folder = tmp_path / "spiders"
+            folder.mkdir(exist_ok=True)
+            (folder / "__init__.py").touch()
+            (folder / f"{name}.py").write_text(textwrap.dedent(source))
+        path = tmp_path / "config.toml"
+        path.write_text(textwrap.dedent(toml))
+        return load_config(path)
+
+    return write
+
+
+PROBE_SPIDER = """
+from crawler import Request, Spider
+
+
+class Probe(Spider):
+    '''Fetches the given URLs and records what came back; follows links when asked.'''
+
+    name = "probe"
+    urls = []
+    method = "GET"
+    idempotent = None
+    follow_links = False
+
+    def start_requests(self):
+        for url in self.urls:
+            yield Request(url, callback=self.parse, method=self.method, idempotent=self.idempotent)
+
+    def parse(self, response):
+        yield {"url": response.url, "status": response.status}
+        if self.follow_links:
+            for href in response.css("a::attr(href)").getall():
+                yield response.follow(href, self.parse)
+"""
+
+
+def toml_value(value: object) -> str:
+    """A TOML literal for the simple values tests pass (JSON's forms are valid TOML for these)."""
+    import json
+
+    return json.dumps(value)
+
+
+@pytest.fixture
+def probe_config(write_config, tmp_path: Path):
+    """A config running the probe spider over ``urls``, with extra TOML sections appended."""
+
+    def make(urls: list[str], extra: str = "", **args: object) -> Config:
+        arg_text = ", ".join(f"{key} = {toml_value(value)}" for key, value in {"urls": urls, **args}.items())
+        return write_config(
+            f"""
+            [[spiders]]
+            spider = "probe"
+            args = {{ {arg_text} }}
+
+            [checkpoint]
+            path = "{tmp_path / 'checkpoint.db'}"
+
+            [output]
+            path = "{tmp_path / 'out'}/{{spider}}.{{format}}"
+            """
+            + textwrap.dedent(extra),
+            spiders={"probe": PROBE_SPIDER},
+        )
+
+    return make
