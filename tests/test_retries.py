@@ -157,3 +157,18 @@ def test_ctrl_c_cuts_a_backoff_wait_short(site: PracticeSite, probe_config) -> N
     assert failures(config) == []
     with checkpoint_of(config) as checkpoint:
         assert checkpoint.frontier("probe").counts().queued == 1
+
+
+def test_redirects_are_followed_to_the_final_url(site: PracticeSite, probe_config) -> None:
+    config = probe_config([f"{site.url}/redirect-chain/3"], FAST_RETRIES)
+    report = run_crawl(config)
+    assert [item["url"] for item in items(config)] == [f"{site.url}/redirect-chain/0"]
+    assert report.stats["http_requests"] == 4  # every hop is a request the server saw
+
+
+def test_a_redirect_loop_fails_without_retrying(site: PracticeSite, probe_config) -> None:
+    config = probe_config([f"{site.url}/redirect-loop"], FAST_RETRIES + "\n[http]\nmax_redirects = 5\n")
+    run_crawl(config)
+    assert site.counters.hits("/redirect-loop") == 6  # the request and 5 redirects, once
+    [(_, attempts, error)] = failures(config)
+    assert attempts == 1 and error.startswith("too many redirects")
