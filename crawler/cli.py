@@ -59,7 +59,7 @@ def _list(config: Config, out: Console) -> int:
     for entry, spider in zip(config.spiders, load_spiders(config)):
         cls = type(spider)
         args = f"  args: {entry.args}" if entry.args else ""
-        out.print(f"{spider.name}  ({cls.__module__}:{cls.__qualname__}){args}", highlight=False)
+        out.print(f"{spider.name}  ({cls.__module__}:{cls.__qualname__}){args}")
     return EXIT_OK
 
 
@@ -74,7 +74,7 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
         print_summary(out, report, outputs)
     if report.interrupted:
         command = " ".join(["crawler", "run", str(args.config)] + (["--spider", args.spider] if args.spider else []))
-        err.print(f"Stopped. The checkpoint is saved: run `{command}` to continue.", highlight=False)
+        err.print(f"Stopped. The checkpoint is saved: run `{command}` to continue.")
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -82,8 +82,9 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # soft_wrap: long lines (paths, resume commands) stay whole when output goes to a file or pipe.
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # markup=False: spider names, args and paths are the user's text, shown as written.
+    out = Console(highlight=False, soft_wrap=True, markup=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     try:
         config = load_config(args.config)
         if args.command == "check":
@@ -93,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(config, args, out, err)
     except ConfigError as error:
         for problem in error.problems:
-            err.print(problem, highlight=False, markup=False)
+            err.print(problem)
         return EXIT_CONFIG
     except CrawlerError as error:
-        err.print(f"crawler: {error}", highlight=False, markup=False)
+        err.print(f"crawler: {error}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("Stopped at once. The checkpoint is consistent: run the same command to continue.")

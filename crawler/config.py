@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, ValidationError, field_validator, model_validator
 
 from . import __version__
 from .exceptions import ConfigError
@@ -36,7 +36,7 @@ class HttpConfig(_Section):
     max_redirects: int = Field(10, ge=0)
     max_body_size: int = Field(16 * 1024 * 1024, gt=0)
     """Bytes; a larger response is refused (and the request failed) instead of read into memory."""
-    verify_tls: bool = True
+    verify_tls: StrictBool = True
     ca_bundle: Path | None = None
     """A PEM file of certificate authorities to trust instead of the system's."""
 
@@ -68,6 +68,15 @@ class OutputConfig(_Section):
     path: str = "output/{spider}.{format}"
     """``{spider}`` and ``{format}`` are filled in; each spider gets its own file."""
 
+    @field_validator("path")
+    @classmethod
+    def _known_placeholders(cls, path: str) -> str:
+        try:
+            path.format(spider="spider", format="jsonl")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"only {{spider}} and {{format}} can be filled in ({error!r} cannot)") from None
+        return path
+
 
 class CheckpointConfig(_Section):
     path: Path = Path(".crawler/checkpoint.db")
@@ -80,7 +89,7 @@ class CrawlConfig(_Section):
 
 
 class PracticeSiteConfig(_Section):
-    serve: bool = False
+    serve: StrictBool = False
     """Serve the bundled practice site on 127.0.0.1 for the duration of the run."""
     port: int = Field(8650, ge=1, le=65535)
     products: int = Field(1000, ge=1)
@@ -123,6 +132,14 @@ class Config(_Section):
             raise ValueError(f"listed more than once: {', '.join(duplicates)}")
         return spiders
 
+    @model_validator(mode="after")
+    def _one_output_file_per_spider(self) -> Config:
+        # Each file's progress is tracked per spider; two spiders appending to one file would
+        # each cut the other's items off on resume.
+        if len(self.spiders) > 1 and "{spider}" not in self.output.path:
+            raise ValueError("output.path: must contain {spider} when several spiders are configured")
+        return self
+
 
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
@@ -144,8 +161,18 @@ def _message(error: dict[str, Any]) -> str:
 
 
 def describe_errors(source: str, error: ValidationError) -> list[str]:
-    """``config.toml: http.timeout.read: must be greater than 0``, one line per problem."""
-    return [f"{source}: {_location(e['loc'])}: {_message(e)}" for e in error.errors(include_url=False)]
+    """``config.toml: http.timeout.read: must be greater than 0``, one line per problem.
+
+    A check across fields (a model validator) has no location of its own, so its message starts
+    with the field it is about: ``output.path: must contain {spider} ...``.
+    """
+    lines = []
+    for problem in error.errors(include_url=False):
+        if problem["loc"]:
+            lines.append(f"{source}: {_location(problem['loc'])}: {_message(problem)}")
+        else:
+            lines.append(f"{source}: {_message(problem)}")
+    return lines
 
 
 def load_config(path: Path) -> Config:

@@ -47,7 +47,7 @@ class ItemValidator:
                 return RejectedItem(url, f"cannot serialize: {error}", _to_json(repr(item)))
         if self.model is None:
             try:
-                return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+                return json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             except (TypeError, ValueError) as error:
                 return RejectedItem(url, f"not JSON-serializable: {error}", _to_json(item))
         try:

@@ -8,6 +8,7 @@ from typing import ContextManager
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from .engine import Crawl
 from .frontier.base import FrontierCounts, ResumeInfo
@@ -57,10 +58,10 @@ def _progress_line(crawl: Crawl, stats: Stats) -> RenderableType:
     elapsed = max(stats.elapsed, 1e-9)
     pages = stats.get("pages")
     errors = stats.get("failed") + stats.get("callback_errors")
-    return (
-        f"[bold]{crawl.spider.name}[/]  pages {counts.done}  queued {counts.queued}  "
-        f"in flight {counts.in_flight}  items {counts.items}  errors {errors}  "
-        f"{pages / elapsed:,.0f} pages/s  {elapsed:,.0f}s"
+    return Text.assemble(
+        (crawl.spider.name, "bold"),
+        f"  pages {counts.done}  queued {counts.queued}  in flight {counts.in_flight}  "
+        f"items {counts.items}  errors {errors}  {pages / elapsed:,.0f} pages/s  {elapsed:,.0f}s",
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from parsel import Selector, SelectorList
+from requests.structures import CaseInsensitiveDict
 from w3lib.encoding import html_to_unicode
 
 from .request import Request
@@ -31,7 +32,8 @@ class Response:
     ) -> None:
         self.url = url
         self.status = status
-        self.headers = headers
+        # Header names are case-insensitive, whoever builds the response (tests often pass a dict).
+        self.headers = headers if isinstance(headers, CaseInsensitiveDict) else CaseInsensitiveDict(headers)
         self.body = body
         self.request = request
 
@@ -83,7 +85,12 @@ class Response:
         """A request for a link on this page; ``url`` may be relative, or an ``<a>`` selector."""
         if isinstance(url, Selector):
             # An <a> element gives its href; an attribute or text selector (``::attr(href)``) its value.
-            url = url.root if isinstance(url.root, str) else url.attrib.get("href", "")
+            if isinstance(url.root, str):
+                url = url.root
+            elif "href" in url.attrib:
+                url = url.attrib["href"]
+            else:
+                raise ValueError(f"cannot follow {url.get()[:80]!r}: it has no href")
         return Request(self.urljoin(url.strip()), callback, **request_options)
 
     def follow_all(

@@ -8,6 +8,7 @@ Each strategy here is a small object or function, testable as a pure function of
 from __future__ import annotations
 
 import email.utils
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +49,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one is read the same way
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds):
+        return None
+    if seconds < 0 and not value[0].isalpha():  # a negative delay is malformed; a past date means now
         return None
     return max(0.0, seconds)
 

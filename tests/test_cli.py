@@ -1,0 +1,371 @@
+"""The ``crawler`` command, run as a real subprocess: exit codes, messages, and real crawls."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from crawler import __version__
+from crawler.practice import PracticeSite, product
+
+PRODUCTS = 120  # the `site` fixture's catalogue
+PAGES = 1 + 6 + PRODUCTS  # home, listing pages (20 per page), product pages
+
+SHOP_SPIDER = """
+    from collections.abc import Iterator
+
+    from crawler import Request, Response, Spider
+
+
+    class ShopSpider(Spider):
+        name = "shop"
+        start_url = "http://127.0.0.1:9/"
+
+        def start_requests(self) -> Iterator[Request]:
+            yield Request(self.start_url, callback=self.parse)
+
+        def parse(self, response: Response) -> Iterator[Request]:
+            for link in response.css("a.catalogue, li.next a"):
+                yield response.follow(link, self.parse)
+            for link in response.css("a.product-link"):
+                yield response.follow(link, self.parse_product)
+
+        def parse_product(self, response: Response) -> Iterator[Request | dict]:
+            yield {
+                "id": int(response.css("article.product::attr(data-id)").get()),
+                "name": response.css("h1.name::text").get(),
+                "url": response.url,
+            }
+            for link in response.css("a.related-link"):
+                yield response.follow(link, self.parse_product)
+
+
+    class OtherSpider(Spider):
+        name = "other"
+        start_urls = ("http://127.0.0.1:9/",)
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def crawler_cli(*args: str, cwd: Path) -> Result:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "crawler.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def project(folder: Path, toml: str) -> Path:
+    """A project folder: config.toml plus a spiders/ package holding ShopSpider and OtherSpider."""
+    spiders = folder / "spiders"
+    spiders.mkdir(exist_ok=True)
+    (spiders / "__init__.py").touch()
+    (spiders / "shop.py").write_text(textwrap.dedent(SHOP_SPIDER), encoding="utf-8")
+    path = folder / "config.toml"
+    path.write_text(textwrap.dedent(toml), encoding="utf-8")
+    return path
+
+
+def crawl_project(folder: Path, site: PracticeSite) -> Path:
+    return project(
+        folder,
+        f"""
+        [[spiders]]
+        spider = "shop"
+        args = {{ start_url = "{site.url}/" }}
+
+        [crawl]
+        workers = 8
+
+        [output]
+        path = "out/{{spider}}.{{format}}"
+
+        [checkpoint]
+        path = "state/checkpoint.db"
+        """,
+    )
+
+
+def output_lines(folder: Path) -> list[dict[str, object]]:
+    text = (folder / "out" / "shop.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_clean_failure(result: Result, code: int) -> list[str]:
+    """The process failed with ``code`` and said why in plain lines, without a traceback."""
+    assert result.code == code, result
+    assert "Traceback" not in result.err
+    lines = result.err.splitlines()
+    assert lines, "a failure must say something"
+    return lines
+
+
+# -- no crawling ----------------------------------------------------------------------------------
+
+
+def test_version(tmp_path: Path) -> None:
+    result = crawler_cli("--version", cwd=tmp_path)
+    assert result.code == 0
+    assert result.out.strip() == f"crawler {__version__}"
+
+
+def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = crawler_cli(cwd=tmp_path)
+    assert result.code == 2
+    assert "usage: crawler" in result.err
+
+
+def test_check_a_good_config(tmp_path: Path) -> None:
+    project(tmp_path, '[[spiders]]\nspider = "shop"\n[[spiders]]\nspider = "other"\n')
+    result = crawler_cli("check", "config.toml", cwd=tmp_path)
+    assert result.code == 0, result
+    assert result.out.strip() == "config.toml: OK (2 spiders: shop, other)"
+    assert result.err == ""
+
+
+def test_check_reports_every_problem_one_line_each(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """
+        typo = 1
+        [[spiders]]
+        spider = "shop"
+        colour = "red"
+        [http.timeout]
+        read = 0
+        [crawl]
+        workers = "many"
+        """,
+    )
+    result = crawler_cli("check", "config.toml", cwd=tmp_path)
+
+    lines = assert_clean_failure(result, 2)
+    assert sorted(lines) == sorted(
+        [
+            "config.toml: typo: unknown key",
+            "config.toml: spiders[0].colour: unknown key",
+            "config.toml: http.timeout.read: must be greater than 0",
+            "config.toml: crawl.workers: must be a valid integer, unable to parse string as an integer",
+        ]
+    )
+    assert result.out == ""
+
+
+def test_check_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    project(tmp_path, '[[spiders]\nspider = "shop"\n')
+    lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
+    assert len(lines) == 1
+    assert lines[0].startswith("config.toml: not valid TOML: ")
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    lines = assert_clean_failure(crawler_cli("check", "nowhere.toml", cwd=tmp_path), 2)
+    assert lines == ["nowhere.toml: no such file"]
+
+
+def test_check_unknown_spider_and_unknown_spider_argument(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """
+        [[spiders]]
+        spider = "nope"
+        [[spiders]]
+        spider = "shop"
+        args = { colour = "red" }
+        """,
+    )
+    lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
+
+    assert len(lines) == 2
+    assert lines[0].startswith("spiders[0].spider: no spider named 'nope' in ")
+    assert lines[0].endswith("(found: other, shop)")
+    assert lines[1] == "spiders[1].args: unknown argument 'colour' for spider 'shop'"
+
+
+def test_check_spider_by_import_path(tmp_path: Path) -> None:
+    project(tmp_path, '[[spiders]]\nspider = "spiders.shop:OtherSpider"\n[[spiders]]\nspider = "spiders.shop:Nope"\n')
+    lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
+    assert lines == ["spiders[1].spider: spiders.shop:Nope is not a Spider class"]
+
+
+def test_list_shows_spider_names_classes_and_args(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """
+        [[spiders]]
+        spider = "shop"
+        args = { start_url = "http://127.0.0.1:1/" }
+        [[spiders]]
+        spider = "other"
+        """,
+    )
+    result = crawler_cli("list", "config.toml", cwd=tmp_path)
+    assert result.code == 0, result
+    assert result.out.splitlines() == [
+        "shop  (spiders.shop:ShopSpider)  args: {'start_url': 'http://127.0.0.1:1/'}",
+        "other  (spiders.shop:OtherSpider)",
+    ]
+
+
+def test_config_from_another_folder_finds_its_own_spiders(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    project(folder, '[[spiders]]\nspider = "shop"\n')
+    result = crawler_cli("list", str(Path("project") / "config.toml"), cwd=tmp_path)
+    assert result.code == 0, result
+    assert result.out.startswith("shop  (spiders.shop:ShopSpider)")
+
+
+# -- crawling -------------------------------------------------------------------------------------
+
+
+def test_run_crawls_every_product_then_reports_already_finished(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+
+    first = crawler_cli("run", "config.toml", cwd=tmp_path)
+
+    assert first.code == 0, first
+    assert "Traceback" not in first.err
+    items = output_lines(tmp_path)
+    assert sorted(item["id"] for item in items) == list(range(1, PRODUCTS + 1))  # each exactly once
+    assert all(item["name"] == product(int(str(item["id"])))["name"] for item in items)
+    assert (tmp_path / "state" / "checkpoint.db").is_file()
+    assert "Crawl summary" in first.out
+    assert site.counters.hits("/product/1") == 1  # dedupe: linked from a listing and related pages
+
+    output_before = (tmp_path / "out" / "shop.jsonl").read_bytes()
+    requests_before = site.counters.requests
+    second = crawler_cli("run", "config.toml", cwd=tmp_path)
+
+    assert second.code == 0, second
+    assert (
+        f"shop: this crawl is already finished ({PAGES} pages, {PRODUCTS} items, 0 failed); "
+        "run with --fresh to start over"
+    ) in second.err
+    assert site.counters.requests == requests_before  # nothing fetched again
+    assert (tmp_path / "out" / "shop.jsonl").read_bytes() == output_before
+
+
+def test_run_fresh_starts_over(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    assert crawler_cli("run", "config.toml", cwd=tmp_path).code == 0
+
+    fresh = crawler_cli("run", "config.toml", "--fresh", cwd=tmp_path)
+
+    assert fresh.code == 0, fresh
+    assert "already finished" not in fresh.err
+    assert site.counters.hits("/product/1") == 2  # fetched again
+    assert sorted(item["id"] for item in output_lines(tmp_path)) == list(range(1, PRODUCTS + 1))
+
+
+def test_run_only_one_spider_by_name(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    with (tmp_path / "config.toml").open("a", encoding="utf-8") as config:
+        config.write('\n[[spiders]]\nspider = "other"\n')  # would fail: nothing listens on port 9
+
+    result = crawler_cli("run", "config.toml", "--spider", "shop", cwd=tmp_path)
+
+    assert result.code == 0, result
+    assert len(output_lines(tmp_path)) == PRODUCTS
+    assert not (tmp_path / "out" / "other.jsonl").exists()
+
+
+def test_run_unknown_spider_name(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    lines = assert_clean_failure(crawler_cli("run", "config.toml", "--spider", "nope", cwd=tmp_path), 2)
+    assert lines == ["no spider named 'nope' in the config"]
+    assert site.counters.requests == 0
+    assert not (tmp_path / "state").exists()
+
+
+def test_run_refuses_a_garbage_checkpoint(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    checkpoint = tmp_path / "state" / "checkpoint.db"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"\x00\x01garbage, not SQLite\n" * 100)
+
+    lines = assert_clean_failure(crawler_cli("run", "config.toml", cwd=tmp_path), 1)
+
+    assert len(lines) == 1
+    assert lines[0].startswith("crawler: ")
+    assert "not a usable crawler checkpoint" in lines[0]
+    assert checkpoint.read_bytes().startswith(b"\x00\x01garbage")  # left as it was
+    assert site.counters.requests == 0
+
+
+def test_run_refuses_another_sqlite_database(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    checkpoint = tmp_path / "state" / "checkpoint.db"
+    checkpoint.parent.mkdir()
+    with closing(sqlite3.connect(checkpoint)) as db:
+        db.execute("CREATE TABLE accounts (name TEXT)")
+        db.commit()
+
+    lines = assert_clean_failure(crawler_cli("run", "config.toml", cwd=tmp_path), 1)
+
+    assert lines == [f"crawler: {checkpoint}: not a crawler checkpoint; use --fresh to replace it"]
+    with closing(sqlite3.connect(checkpoint)) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("accounts",)]
+
+
+def test_run_fresh_replaces_a_checkpoint_that_is_not_ours(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    checkpoint = tmp_path / "state" / "checkpoint.db"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"garbage" * 100)
+
+    result = crawler_cli("run", "config.toml", "--fresh", cwd=tmp_path)
+
+    assert result.code == 0, result
+    assert len(output_lines(tmp_path)) == PRODUCTS
+
+
+def test_run_with_a_bad_output_path_placeholder_fails_cleanly(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    config = tmp_path / "config.toml"
+    config.write_text(config.read_text().replace("out/{spider}.{format}", "out/{name}.jsonl"))
+    assert_clean_failure(crawler_cli("run", "config.toml", cwd=tmp_path), 2)
+
+
+def test_list_shows_args_with_brackets_verbatim(tmp_path: Path) -> None:
+    project(tmp_path, '[[spiders]]\nspider = "shop"\nargs = { start_url = "http://h/?q=a.next[href]" }\n')
+    result = crawler_cli("list", "config.toml", cwd=tmp_path)
+    assert result.code == 0, result
+    assert "a.next[href]" in result.out
+
+
+def test_list_does_not_crash_on_a_closing_tag_lookalike(tmp_path: Path) -> None:
+    project(tmp_path, '[[spiders]]\nspider = "shop"\nargs = { start_url = "http://h/[/x]" }\n')
+    result = crawler_cli("list", "config.toml", cwd=tmp_path)
+    assert result.code == 0, result
+    assert "Traceback" not in result.err
+
+
+def test_check_shows_a_path_with_brackets_verbatim(tmp_path: Path) -> None:
+    folder = tmp_path / "x[bold]"
+    folder.mkdir()
+    project(folder, '[[spiders]]\nspider = "shop"\n')
+    result = crawler_cli("check", "x[bold]/config.toml", cwd=tmp_path)
+    assert result.code == 0, result
+    assert result.out.strip() == "x[bold]/config.toml: OK (1 spider: shop)"

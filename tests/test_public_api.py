@@ -1,0 +1,60 @@
+"""The public surface of ``crawler``: it changes only on purpose."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import re
+
+import crawler
+
+EXPECTED_PUBLIC_NAMES = {
+    "CrawlerError",
+    "FetchError",
+    "Request",
+    "Response",
+    "Spider",
+    "__version__",
+}
+
+
+def test_all_is_sorted() -> None:
+    assert crawler.__all__ == sorted(crawler.__all__)
+
+
+def test_all_is_exactly_the_expected_surface() -> None:
+    assert len(crawler.__all__) == len(set(crawler.__all__))
+    assert set(crawler.__all__) == EXPECTED_PUBLIC_NAMES
+
+
+def test_every_public_name_is_importable() -> None:
+    module = importlib.import_module("crawler")
+    for name in crawler.__all__:
+        assert getattr(module, name) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from crawler import *", namespace)  # noqa: S102 - exercising the star import itself
+    assert EXPECTED_PUBLIC_NAMES <= namespace.keys()
+
+
+def test_public_classes_come_from_their_home_modules() -> None:
+    from crawler.exceptions import CrawlerError, FetchError
+    from crawler.request import Request
+    from crawler.response import Response
+    from crawler.spider import Spider
+
+    assert (crawler.CrawlerError, crawler.FetchError) == (CrawlerError, FetchError)
+    assert (crawler.Request, crawler.Response, crawler.Spider) == (Request, Response, Spider)
+    assert issubclass(crawler.FetchError, crawler.CrawlerError)
+
+
+def test_version_is_a_release_number_matching_the_package_metadata() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+", crawler.__version__)
+    assert crawler.__version__ == importlib.metadata.version("crawler")
+
+
+def test_package_logger_has_a_null_handler() -> None:
+    logger = logging.getLogger("crawler")
+    assert any(isinstance(handler, logging.NullHandler) for handler in logger.handlers)
+    # Only the CLI configures logging: importing the library adds no handler that prints.
+    assert all(isinstance(handler, logging.NullHandler) for handler in logger.handlers)
