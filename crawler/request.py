@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -141,11 +142,25 @@ def fingerprint(spider: str, request: Request) -> bytes:
     Two requests with the same method, canonical URL and body are the same page. A request with
     ``dont_filter`` gets a random salt so it is always new.
     """
+    if request.dont_filter:
+        return _digest(spider, request.method, request.url, (request.body or b"") + os.urandom(16))
+    if request.body:
+        return _digest(spider, request.method, request.url, request.body)
+    return _cached_digest(spider, request.method, request.url)
+
+
+def _digest(spider: str, method: str, url: str, body: bytes) -> bytes:
     digest = hashlib.blake2b(digest_size=16)
-    for part in (spider.encode(), request.method.encode(), canonical_url(request.url).encode()):
+    for part in (spider.encode(), method.encode(), canonical_url(url).encode()):
         digest.update(part)
         digest.update(b"\0")
-    digest.update(request.body or b"")
-    if request.dont_filter:
-        digest.update(os.urandom(16))
+    digest.update(body)
     return digest.digest()
+
+
+# Pages link to the same URLs over and over (navigation, related items); canonicalising each
+# one again is most of the engine's per-link cost. Bounded in entries, and only bodiless
+# requests are cached, so memory stays flat.
+@functools.lru_cache(maxsize=32768)
+def _cached_digest(spider: str, method: str, url: str) -> bytes:
+    return _digest(spider, method, url, b"")

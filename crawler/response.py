@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from functools import cached_property
 from typing import Any
 from urllib.parse import urljoin
 
@@ -36,6 +35,10 @@ class Response:
         self.headers = headers if isinstance(headers, CaseInsensitiveDict) else CaseInsensitiveDict(headers)
         self.body = body
         self.request = request
+        # Filled on first use. Not functools.cached_property: before Python 3.12 it takes one
+        # lock shared by every instance, which serialises all worker threads on it.
+        self._decoded: tuple[str, str] | None = None
+        self._selector: Selector | None = None
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
@@ -44,25 +47,27 @@ class Response:
     def meta(self) -> Mapping[str, Any]:
         return self.request.meta
 
-    @cached_property
-    def _decoded(self) -> tuple[str, str]:
-        # Header charset, then BOM, then <meta charset>, then UTF-8: what browsers do. requests'
-        # own .text falls back to ISO-8859-1 for text/html without a header charset, which garbles
-        # most of the modern web.
-        encoding, text = html_to_unicode(self.headers.get("Content-Type"), self.body)
-        return encoding, text
+    def _decode(self) -> tuple[str, str]:
+        if self._decoded is None:
+            # Header charset, then BOM, then <meta charset>, then UTF-8: what browsers do.
+            # requests' own .text falls back to ISO-8859-1 for text/html without a header
+            # charset, which garbles most of the modern web.
+            self._decoded = html_to_unicode(self.headers.get("Content-Type"), self.body)
+        return self._decoded
 
     @property
     def encoding(self) -> str:
-        return self._decoded[0]
+        return self._decode()[0]
 
     @property
     def text(self) -> str:
-        return self._decoded[1]
+        return self._decode()[1]
 
-    @cached_property
+    @property
     def selector(self) -> Selector:
-        return Selector(text=self.text, base_url=self.url)
+        if self._selector is None:
+            self._selector = Selector(text=self.text, base_url=self.url)
+        return self._selector
 
     def css(self, query: str) -> SelectorList[Selector]:
         return self.selector.css(query)
