@@ -114,17 +114,25 @@ class Crawl:
         ]
         for thread in threads:
             thread.start()
+        loop_ended = False
         try:
             self._loop()
+            loop_ended = True
         finally:
-            for _ in threads:
-                self._tasks.put(None)
-            if not self.stop.immediate.is_set():
-                for thread in threads:
-                    thread.join(timeout=1.0)
+            # After a finished crawl the workers are idle and exit at once. After a stop or an
+            # error, whatever still runs keeps its lease in flight for the next run to take
+            # back; workers are daemon threads, so they cannot hold the process open.
+            self._stop_workers(threads, wait=loop_ended and not self.stop.graceful.is_set())
             self.output.sync()
             self.counts = self.frontier.counts()
         return CrawlResult(self.spider.name, self.counts, finished=self.is_finished())
+
+    def _stop_workers(self, threads: list[threading.Thread], *, wait: bool) -> None:
+        for _ in threads:
+            self._tasks.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
 
     def _work(self) -> None:
         while (lease := self._tasks.get()) is not None:

@@ -260,3 +260,18 @@ def test_csv_output(site: PracticeSite, products_config) -> None:
     lines = config.output_path("products").read_text().splitlines()
     assert lines[0] == "id,name,price,sku,category,description,stock,rating,url"
     assert len(lines) == 121
+
+
+def test_a_stuck_request_does_not_hold_shutdown_past_the_grace_period(site: PracticeSite, probe_config) -> None:
+    config = probe_config([f"{site.url}/delay?seconds=30"], "\n[crawl]\nshutdown_grace = 0.5\n")
+    watcher = interrupt_when(lambda: site.counters.hits("/delay") >= 1)
+    started = time.monotonic()
+    report = run_crawl(config)
+    watcher.join()
+    assert report.interrupted
+    assert time.monotonic() - started < 5
+    # Still owed: the next run takes the abandoned lease back and fetches it.
+    with Checkpoint(config.resolve(config.checkpoint.path), "test") as checkpoint:
+        frontier = checkpoint.frontier("probe")
+        assert frontier.resume.reclaimed == 1
+        assert frontier.counts().queued == 1
