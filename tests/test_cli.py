@@ -20,38 +20,16 @@ from crawler.practice import PracticeSite, product
 PRODUCTS = 120  # the `site` fixture's catalogue
 PAGES = 1 + 6 + PRODUCTS  # home, listing pages (20 per page), product pages
 
-SHOP_SPIDER = """
-    from collections.abc import Iterator
-
-    from crawler import Request, Response, Spider
-
-
-    class ShopSpider(Spider):
-        name = "shop"
-        start_url = "http://127.0.0.1:9/"
-
-        def start_requests(self) -> Iterator[Request]:
-            yield Request(self.start_url, callback=self.parse)
-
-        def parse(self, response: Response) -> Iterator[Request]:
-            for link in response.css("a.catalogue, li.next a"):
-                yield response.follow(link, self.parse)
-            for link in response.css("a.product-link"):
-                yield response.follow(link, self.parse_product)
-
-        def parse_product(self, response: Response) -> Iterator[Request | dict]:
-            yield {
-                "id": int(response.css("article.product::attr(data-id)").get()),
-                "name": response.css("h1.name::text").get(),
-                "url": response.url,
-            }
-            for link in response.css("a.related-link"):
-                yield response.follow(link, self.parse_product)
+REPO = Path(__file__).resolve().parent.parent
+# The shipped example spider, so these tests also cover what `crawler run config.toml` runs.
+PRODUCTS_SPIDER = (REPO / "spiders" / "products.py").read_text(encoding="utf-8")
+OTHER_SPIDER = """
+from crawler import Spider
 
 
-    class OtherSpider(Spider):
-        name = "other"
-        start_urls = ("http://127.0.0.1:9/",)
+class OtherSpider(Spider):
+    name = "other"
+    start_urls = ("http://127.0.0.1:9/",)
 """
 
 
@@ -77,11 +55,12 @@ def crawler_cli(*args: str, cwd: Path) -> Result:
 
 
 def project(folder: Path, toml: str) -> Path:
-    """A project folder: config.toml plus a spiders/ package holding ShopSpider and OtherSpider."""
+    """A project folder: config.toml plus a spiders/ package holding ProductsSpider and OtherSpider."""
     spiders = folder / "spiders"
     spiders.mkdir(exist_ok=True)
     (spiders / "__init__.py").touch()
-    (spiders / "shop.py").write_text(textwrap.dedent(SHOP_SPIDER), encoding="utf-8")
+    (spiders / "products.py").write_text(PRODUCTS_SPIDER, encoding="utf-8")
+    (spiders / "other.py").write_text(OTHER_SPIDER, encoding="utf-8")
     path = folder / "config.toml"
     path.write_text(textwrap.dedent(toml), encoding="utf-8")
     return path
@@ -92,7 +71,7 @@ def crawl_project(folder: Path, site: PracticeSite) -> Path:
         folder,
         f"""
         [[spiders]]
-        spider = "shop"
+        spider = "products"
         args = {{ start_url = "{site.url}/" }}
 
         [crawl]
@@ -108,7 +87,7 @@ def crawl_project(folder: Path, site: PracticeSite) -> Path:
 
 
 def output_lines(folder: Path) -> list[dict[str, object]]:
-    text = (folder / "out" / "shop.jsonl").read_text(encoding="utf-8")
+    text = (folder / "out" / "products.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines()]
 
 
@@ -137,10 +116,10 @@ def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_check_a_good_config(tmp_path: Path) -> None:
-    project(tmp_path, '[[spiders]]\nspider = "shop"\n[[spiders]]\nspider = "other"\n')
+    project(tmp_path, '[[spiders]]\nspider = "products"\n[[spiders]]\nspider = "other"\n')
     result = crawler_cli("check", "config.toml", cwd=tmp_path)
     assert result.code == 0, result
-    assert result.out.strip() == "config.toml: OK (2 spiders: shop, other)"
+    assert result.out.strip() == "config.toml: OK (2 spiders: products, other)"
     assert result.err == ""
 
 
@@ -150,7 +129,7 @@ def test_check_reports_every_problem_one_line_each(tmp_path: Path) -> None:
         """
         typo = 1
         [[spiders]]
-        spider = "shop"
+        spider = "products"
         colour = "red"
         [http.timeout]
         read = 0
@@ -173,7 +152,7 @@ def test_check_reports_every_problem_one_line_each(tmp_path: Path) -> None:
 
 
 def test_check_invalid_toml_is_one_line(tmp_path: Path) -> None:
-    project(tmp_path, '[[spiders]\nspider = "shop"\n')
+    project(tmp_path, '[[spiders]\nspider = "products"\n')
     lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
     assert len(lines) == 1
     assert lines[0].startswith("config.toml: not valid TOML: ")
@@ -191,7 +170,7 @@ def test_check_unknown_spider_and_unknown_spider_argument(tmp_path: Path) -> Non
         [[spiders]]
         spider = "nope"
         [[spiders]]
-        spider = "shop"
+        spider = "products"
         args = { colour = "red" }
         """,
     )
@@ -199,14 +178,14 @@ def test_check_unknown_spider_and_unknown_spider_argument(tmp_path: Path) -> Non
 
     assert len(lines) == 2
     assert lines[0].startswith("spiders[0].spider: no spider named 'nope' in ")
-    assert lines[0].endswith("(found: other, shop)")
-    assert lines[1] == "spiders[1].args: unknown argument 'colour' for spider 'shop'"
+    assert lines[0].endswith("(found: other, products)")
+    assert lines[1] == "spiders[1].args: unknown argument 'colour' for spider 'products'"
 
 
 def test_check_spider_by_import_path(tmp_path: Path) -> None:
-    project(tmp_path, '[[spiders]]\nspider = "spiders.shop:OtherSpider"\n[[spiders]]\nspider = "spiders.shop:Nope"\n')
+    project(tmp_path, '[[spiders]]\nspider = "spiders.other:OtherSpider"\n[[spiders]]\nspider = "spiders.other:Nope"\n')
     lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
-    assert lines == ["spiders[1].spider: spiders.shop:Nope is not a Spider class"]
+    assert lines == ["spiders[1].spider: spiders.other:Nope is not a Spider class"]
 
 
 def test_list_shows_spider_names_classes_and_args(tmp_path: Path) -> None:
@@ -214,7 +193,7 @@ def test_list_shows_spider_names_classes_and_args(tmp_path: Path) -> None:
         tmp_path,
         """
         [[spiders]]
-        spider = "shop"
+        spider = "products"
         args = { start_url = "http://127.0.0.1:1/" }
         [[spiders]]
         spider = "other"
@@ -223,18 +202,18 @@ def test_list_shows_spider_names_classes_and_args(tmp_path: Path) -> None:
     result = crawler_cli("list", "config.toml", cwd=tmp_path)
     assert result.code == 0, result
     assert result.out.splitlines() == [
-        "shop  (spiders.shop:ShopSpider)  args: {'start_url': 'http://127.0.0.1:1/'}",
-        "other  (spiders.shop:OtherSpider)",
+        "products  (spiders.products:ProductsSpider)  args: {'start_url': 'http://127.0.0.1:1/'}",
+        "other  (spiders.other:OtherSpider)",
     ]
 
 
 def test_config_from_another_folder_finds_its_own_spiders(tmp_path: Path) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
-    project(folder, '[[spiders]]\nspider = "shop"\n')
+    project(folder, '[[spiders]]\nspider = "products"\n')
     result = crawler_cli("list", str(Path("project") / "config.toml"), cwd=tmp_path)
     assert result.code == 0, result
-    assert result.out.startswith("shop  (spiders.shop:ShopSpider)")
+    assert result.out.startswith("products  (spiders.products:ProductsSpider)")
 
 
 # -- crawling -------------------------------------------------------------------------------------
@@ -254,17 +233,17 @@ def test_run_crawls_every_product_then_reports_already_finished(tmp_path: Path, 
     assert "Crawl summary" in first.out
     assert site.counters.hits("/product/1") == 1  # dedupe: linked from a listing and related pages
 
-    output_before = (tmp_path / "out" / "shop.jsonl").read_bytes()
+    output_before = (tmp_path / "out" / "products.jsonl").read_bytes()
     requests_before = site.counters.requests
     second = crawler_cli("run", "config.toml", cwd=tmp_path)
 
     assert second.code == 0, second
     assert (
-        f"shop: this crawl is already finished ({PAGES} pages, {PRODUCTS} items, 0 failed); "
+        f"products: this crawl is already finished ({PAGES} pages, {PRODUCTS} items, 0 failed); "
         "run with --fresh to start over"
     ) in second.err
     assert site.counters.requests == requests_before  # nothing fetched again
-    assert (tmp_path / "out" / "shop.jsonl").read_bytes() == output_before
+    assert (tmp_path / "out" / "products.jsonl").read_bytes() == output_before
 
 
 def test_run_fresh_starts_over(tmp_path: Path, site: PracticeSite) -> None:
@@ -284,7 +263,7 @@ def test_run_only_one_spider_by_name(tmp_path: Path, site: PracticeSite) -> None
     with (tmp_path / "config.toml").open("a", encoding="utf-8") as config:
         config.write('\n[[spiders]]\nspider = "other"\n')  # would fail: nothing listens on port 9
 
-    result = crawler_cli("run", "config.toml", "--spider", "shop", cwd=tmp_path)
+    result = crawler_cli("run", "config.toml", "--spider", "products", cwd=tmp_path)
 
     assert result.code == 0, result
     assert len(output_lines(tmp_path)) == PRODUCTS
@@ -349,14 +328,14 @@ def test_run_with_a_bad_output_path_placeholder_fails_cleanly(tmp_path: Path, si
 
 
 def test_list_shows_args_with_brackets_verbatim(tmp_path: Path) -> None:
-    project(tmp_path, '[[spiders]]\nspider = "shop"\nargs = { start_url = "http://h/?q=a.next[href]" }\n')
+    project(tmp_path, '[[spiders]]\nspider = "products"\nargs = { start_url = "http://h/?q=a.next[href]" }\n')
     result = crawler_cli("list", "config.toml", cwd=tmp_path)
     assert result.code == 0, result
     assert "a.next[href]" in result.out
 
 
 def test_list_does_not_crash_on_a_closing_tag_lookalike(tmp_path: Path) -> None:
-    project(tmp_path, '[[spiders]]\nspider = "shop"\nargs = { start_url = "http://h/[/x]" }\n')
+    project(tmp_path, '[[spiders]]\nspider = "products"\nargs = { start_url = "http://h/[/x]" }\n')
     result = crawler_cli("list", "config.toml", cwd=tmp_path)
     assert result.code == 0, result
     assert "Traceback" not in result.err
@@ -365,7 +344,7 @@ def test_list_does_not_crash_on_a_closing_tag_lookalike(tmp_path: Path) -> None:
 def test_check_shows_a_path_with_brackets_verbatim(tmp_path: Path) -> None:
     folder = tmp_path / "x[bold]"
     folder.mkdir()
-    project(folder, '[[spiders]]\nspider = "shop"\n')
+    project(folder, '[[spiders]]\nspider = "products"\n')
     result = crawler_cli("check", "x[bold]/config.toml", cwd=tmp_path)
     assert result.code == 0, result
-    assert result.out.strip() == "x[bold]/config.toml: OK (1 spider: shop)"
+    assert result.out.strip() == "x[bold]/config.toml: OK (1 spider: products)"
