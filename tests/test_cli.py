@@ -12,8 +12,6 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from crawler import __version__
 from crawler.practice import PracticeSite, product
 

@@ -179,7 +179,7 @@ def test_resume_after_a_crash_requeues_in_flight_work(site: PracticeSite, produc
 
 def test_callback_errors_are_counted_and_the_crawl_goes_on(site: PracticeSite, write_config, tmp_path: Path) -> None:
     config = write_config(
-        f"""
+        """
         [[spiders]]
         spider = "fragile"
         [checkpoint]
@@ -217,7 +217,7 @@ def test_callback_errors_are_counted_and_the_crawl_goes_on(site: PracticeSite, w
 
 def test_invalid_items_go_to_the_rejected_store(site: PracticeSite, write_config) -> None:
     config = write_config(
-        f"""
+        """
         [[spiders]]
         spider = "strict"
         [checkpoint]

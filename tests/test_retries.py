@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 from crawler.config import Config
 from crawler.frontier.sqlite import Checkpoint
