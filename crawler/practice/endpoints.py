@@ -1,4 +1,4 @@
-"""The practice site's request handler: catalogue pages and the named failure endpoints.
+"""The practice site's request handler: catalogue pages, failure endpoints, the login area.
 
 It serves the catalogue described in :mod:`crawler.practice.catalogue` plus
 named failure endpoints (in the spirit of Scrapy's mock server). ``<key>`` is
@@ -31,6 +31,10 @@ endpoints), and that count decides whether the request fails:
 ``/links/target/<i>``
     A tiny 200 page.
 
+The login area (``/login``, ``/logout``, ``/members/``), the bearer-token API
+(``/api/token``, ``/api/items/<n>``, ``/api/redirect``) and ``/set-cookie`` are
+documented and served by :mod:`crawler.practice.members`.
+
 Defaults: ``fail=1``, ``seconds=1``, ``n=10``, ``repeat=1``. A malformed query
 parameter is a 400; any other path is a 404. Every response carries an exact
 ``Content-Length`` (none for 204/304), so keep-alive works for errors too.
@@ -49,6 +53,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from crawler.practice import members
 from crawler.practice.catalogue import layout
 
 if TYPE_CHECKING:
@@ -146,10 +151,11 @@ class Handler(BaseHTTPRequestHandler):
         body = layout("404 Not Found", f"<h1>404 Not Found</h1>\n<p>Nothing at {escape(path)}</p>")
         self._send(404, body.encode("utf-8"))
 
-    def _redirect(self, status: int, location: str) -> None:
+    def _redirect(self, status: int, location: str,
+                  headers: tuple[tuple[str, str], ...] = ()) -> None:
         link = escape(location)
         body = layout("Redirect", f'<p>Moved to <a href="{link}">{link}</a></p>')
-        self._send(status, body.encode("utf-8"), headers=(("Location", location),))
+        self._send(status, body.encode("utf-8"), headers=(("Location", location), *headers))
 
     def _read_body(self) -> bytes:
         """Consume the request body so the next request on the connection parses."""
@@ -230,6 +236,9 @@ class Handler(BaseHTTPRequestHandler):
             case ["links", "target", number] if (index := _nat(number)) is not None:
                 page = layout(f"Target {index}", f'<p class="target">target {index}</p>')
                 self._send(200, page.encode("utf-8"))
+            case ["login" | "logout" | "members" | "api" | "set-cookie", *_]:
+                if not members.route(self, path, query, body):
+                    self._not_found(path)
             case _:
                 self._not_found(path)
 

@@ -1,8 +1,10 @@
 """The practice site: a real local HTTP/1.1 server for examples, tests and benchmarks.
 
-It serves the catalogue of :mod:`crawler.practice.catalogue` and the named failure endpoints of
-:mod:`crawler.practice.endpoints`, counts connections, requests and per-key attempts for tests,
-and on ``stop()`` closes idle keep-alive sockets and joins its connection threads.
+It serves the catalogue of :mod:`crawler.practice.catalogue`, the named failure endpoints of
+:mod:`crawler.practice.endpoints` and the login area and bearer-token API of
+:mod:`crawler.practice.members`; counts connections, requests, per-key attempts, logins,
+tokens and revocations for tests; and on ``stop()`` closes idle keep-alive sockets and joins
+its connection threads.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import time
 from http.server import ThreadingHTTPServer
 from typing import Any
 
+from crawler.practice.accounts import Accounts
 from crawler.practice.catalogue import Catalogue
 from crawler.practice.endpoints import Handler
+
+_EVENTS = ("logins", "failed_logins", "token_grants", "revocations", "member_pages",
+           "api_requests")
 
 
 class SiteCounters:
@@ -29,6 +35,7 @@ class SiteCounters:
         self._requests = 0
         self._hits: dict[str, int] = {}
         self._attempts: dict[str, int] = {}
+        self._events = dict.fromkeys(_EVENTS, 0)
 
     @property
     def connections(self) -> int:
@@ -52,6 +59,45 @@ class SiteCounters:
         with self._lock:
             return self._attempts.get(key, 0)
 
+    @property
+    def logins(self) -> int:
+        """Successful logins (``POST /login`` with the right credentials)."""
+        return self._event("logins")
+
+    @property
+    def failed_logins(self) -> int:
+        """``POST /login`` answers that failed: a bad CSRF token or wrong credentials."""
+        return self._event("failed_logins")
+
+    @property
+    def token_grants(self) -> int:
+        """Bearer tokens granted by ``POST /api/token``."""
+        return self._event("token_grants")
+
+    @property
+    def revocations(self) -> int:
+        """Session revocations: ``revoke_sessions()`` calls plus automatic ``revoke_after`` ones."""
+        return self._event("revocations")
+
+    @property
+    def member_pages(self) -> int:
+        """Member pages served (200) to a logged-in session."""
+        return self._event("member_pages")
+
+    @property
+    def api_requests(self) -> int:
+        """API requests answered with a valid bearer token (items and redirects)."""
+        return self._event("api_requests")
+
+    def _event(self, name: str) -> int:
+        with self._lock:
+            return self._events[name]
+
+    def record(self, event: str) -> None:
+        """Count one ``event`` (one of the login/token counters above)."""
+        with self._lock:
+            self._events[event] += 1
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -66,6 +112,7 @@ class SiteCounters:
             self._connections = self._requests = 0
             self._hits.clear()
             self._attempts.clear()
+            self._events = dict.fromkeys(_EVENTS, 0)
 
     def record_connection(self) -> None:
         with self._lock:
@@ -89,9 +136,10 @@ class _Server(ThreadingHTTPServer):
     # A crawler opening many connections at once must not see refused SYNs.
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], catalogue: Catalogue,
+    def __init__(self, address: tuple[str, int], catalogue: Catalogue, accounts: Accounts,
                  counters: SiteCounters, latency: float) -> None:
         self.catalogue = catalogue
+        self.accounts = accounts
         self.counters = counters
         self.latency = latency
         # Set by stop(); sleeping handlers wait on it so shutdown is immediate.
@@ -177,12 +225,18 @@ class _Server(ThreadingHTTPServer):
 class PracticeSite:
     """The practice site on a background thread; use as a context manager.
 
-    ``port=0`` picks a free port; ``port`` and ``url`` hold the real values
-    once started. ``latency`` seconds are added to every catalogue page.
+    ``port=0`` picks a free port; ``port`` and ``url`` hold the real values once
+    started (any 127.x.y.z ``host`` works on Linux: 127.0.0.2 is "another host").
+    ``latency`` seconds are added to every catalogue and member page. The login
+    options are those of :class:`crawler.practice.accounts.Accounts`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, products: int = 1000,
-                 per_page: int = 20, latency: float = 0.0) -> None:
+                 per_page: int = 20, latency: float = 0.0, members: int = 200,
+                 api_items: int = 200, revoke_after: int | None = None,
+                 token_ttl: float = 60.0, username: str = "demo",
+                 password: str = "demo-password", client_id: str = "demo-client",
+                 client_secret: str = "demo-secret") -> None:
         if latency < 0:
             raise ValueError("latency must be >= 0")
         self.host = host
@@ -190,6 +244,10 @@ class PracticeSite:
         self.latency = latency
         self.catalogue = Catalogue(products, per_page)  # validates the sizes
         self.counters = SiteCounters()
+        self.accounts = Accounts(  # validates the login options
+            self.counters, members=members, api_items=api_items, revoke_after=revoke_after,
+            token_ttl=token_ttl, username=username, password=password, client_id=client_id,
+            client_secret=client_secret)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -202,6 +260,19 @@ class PracticeSite:
         return f"http://{host}:{self.port}"
 
     @property
+    def demo_credentials(self) -> dict[str, str]:
+        """A copy of ``username``/``password`` (``/login``), ``client_id``/``client_secret``."""
+        return dict(self.accounts.credentials)
+
+    def revoke_sessions(self) -> int:
+        """Log every session out server-side; return how many were live. Counts a revocation."""
+        return self.accounts.revoke_sessions()
+
+    def expire_tokens(self) -> int:
+        """Invalidate every bearer token now; return how many were still valid."""
+        return self.accounts.expire_tokens()
+
+    @property
     def open_connections(self) -> int:
         """Client connections currently open (0 once stopped)."""
         return 0 if self._server is None else self._server.open_clients
@@ -209,7 +280,8 @@ class PracticeSite:
     def start(self) -> PracticeSite:
         if self._thread is not None:
             raise RuntimeError("the practice site is already running")
-        server = _Server((self.host, self.port), self.catalogue, self.counters, self.latency)
+        server = _Server((self.host, self.port), self.catalogue, self.accounts, self.counters,
+                         self.latency)
         self.port = server.server_address[1]
         # A short poll interval keeps stop() (which waits for the loop) quick.
         self._thread = threading.Thread(
@@ -235,7 +307,10 @@ class PracticeSite:
         thread.join()
 
     def reset_counters(self) -> None:
-        """Zero all counters (already-open connections are not re-counted)."""
+        """Zero all counters (already-open connections are not re-counted).
+
+        Sessions and tokens survive, and so does the ``revoke_after`` page count.
+        """
         self.counters.reset()
 
     def __enter__(self) -> PracticeSite:
