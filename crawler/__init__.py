@@ -5,7 +5,8 @@ Write a :class:`Spider`, name it in ``config.toml``, and run ``crawler run confi
 
 import logging
 
-from .exceptions import CrawlerError, FetchError
+from .auth.tokens import HeaderAuth
+from .exceptions import CrawlerError, FetchError, LoginFailed
 from .request import Request
 from .response import Response
 from .spider import Spider
@@ -15,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CrawlerError",
     "FetchError",
+    "HeaderAuth",
+    "LoginFailed",
     "Request",
     "Response",
     "Spider",

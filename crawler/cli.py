@@ -17,7 +17,9 @@ from rich.logging import RichHandler
 from . import __version__
 from .config import Config, load_config
 from .exceptions import ConfigError, CrawlerError
+from .auth.setup import check_secrets, environment
 from .loader import load_spiders
+from .practice import PracticeSite
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,14 +51,16 @@ def _configure_logging(console: Console, verbose: bool) -> None:
 
 
 def _check(config: Config, path: Path, out: Console) -> int:
-    spiders = load_spiders(config)
+    spiders = list(load_spiders(config).values())
+    check_secrets(config, environment(config, PracticeSite().demo_credentials))
     out.print(f"{path}: OK ({len(spiders)} spider{'s' if len(spiders) != 1 else ''}: "
               f"{', '.join(spider.name for spider in spiders)})")
     return EXIT_OK
 
 
 def _list(config: Config, out: Console) -> int:
-    for entry, spider in zip(config.spiders, load_spiders(config)):
+    for index, spider in load_spiders(config).items():
+        entry = config.spiders[index]
         cls = type(spider)
         args = f"  args: {entry.args}" if entry.args else ""
         out.print(f"{spider.name}  ({cls.__module__}:{cls.__qualname__}){args}")

@@ -6,6 +6,7 @@ whatever directory it is started from.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -91,15 +92,72 @@ class CrawlConfig(_Section):
 class PracticeSiteConfig(_Section):
     serve: StrictBool = False
     """Serve the bundled practice site on 127.0.0.1 for the duration of the run."""
+    demo_credentials: StrictBool = True
+    """While serving it, environment variables PRACTICE_USERNAME, PRACTICE_PASSWORD,
+    PRACTICE_CLIENT_ID and PRACTICE_CLIENT_SECRET default to the site's demo account."""
     port: int = Field(8650, ge=1, le=65535)
     products: int = Field(1000, ge=1)
     latency: float = Field(0.0, ge=0)
+
+
+# A literal value under one of these names is almost certainly a credential in a committed file.
+_SECRET_LOOKING = re.compile(r"pass|secret|token|api.?key|credential", re.IGNORECASE)
+
+
+class _CredentialFields(_Section):
+    fields: dict[str, str] = {}
+    """Form fields sent as written: nothing secret (use ``env_fields``)."""
+    env_fields: dict[str, str] = {}
+    """Form field -> the environment variable holding its value. Credentials go here, never in the file."""
+
+    @field_validator("fields")
+    @classmethod
+    def _no_literal_secrets(cls, fields: dict[str, str]) -> dict[str, str]:
+        if secret := sorted(name for name in fields if _SECRET_LOOKING.search(name)):
+            raise ValueError(
+                f"{', '.join(secret)} looks like a credential: name an environment variable "
+                "in env_fields instead of writing it in the file"
+            )
+        return fields
+
+    @model_validator(mode="after")
+    def _fields_given_once(self) -> _CredentialFields:
+        if both := sorted(self.fields.keys() & self.env_fields.keys()):
+            raise ValueError(f"env_fields: {', '.join(both)} also given in fields")
+        return self
+
+
+class FormLoginConfig(_CredentialFields):
+    url: str = Field(pattern=r"^https?://")
+    """The page with the login form."""
+    csrf_field: str | None = None
+    """The form's hidden anti-CSRF input, read from the form before posting."""
+    logged_out_url: str | None = None
+    """A response that ends at this URL's path means logged out (default: the login URL)."""
+    logged_out_statuses: frozenset[int] = frozenset({401, 403})
+
+
+class TokenConfig(_CredentialFields):
+    url: str = Field(pattern=r"^https?://")
+    """The token endpoint, posted ``fields`` and ``env_fields`` as a form."""
+    hosts: list[str] = []
+    """Hosts (``host`` or ``host:port``) the token is sent to; default: the token URL's host and port."""
+    token_field: str = "access_token"
+    expires_field: str = "expires_in"
+    header: str = "Authorization"
+    scheme: str = "Bearer"
+    refresh_margin: float = Field(5.0, ge=0)
+    """Seconds before the announced expiry at which the token is refreshed."""
 
 
 class SpiderConfig(_Section):
     spider: str = Field(min_length=1)
     """A spider name found in the ``spiders/`` folder beside the config, or ``module:Class``."""
     args: dict[str, Any] = {}
+    login: FormLoginConfig | None = None
+    token: TokenConfig | None = None
+    cookie_domain: str | None = None
+    """A parent domain (``example.com``) whose subdomains share every cookie the crawl receives."""
 
 
 class Config(_Section):

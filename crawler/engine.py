@@ -20,6 +20,7 @@ from .exporters import OutputFile
 from .frontier.base import Completion, Frontier, FrontierCounts, Lease, Pending
 from .spider import Spider
 from .stats import Stats
+from .stopping import StopSignal
 from .worker import LeaseProcessor, checked_requests
 
 logger = logging.getLogger(__name__)
@@ -36,20 +37,6 @@ class CrawlResult:
     counts: FrontierCounts
     finished: bool
     already_finished: bool = False
-
-
-class StopSignal:
-    """How a crawl is told to stop: ``graceful`` lets in-flight requests finish, ``immediate`` does not."""
-
-    def __init__(self) -> None:
-        self.graceful = threading.Event()
-        self.immediate = threading.Event()
-
-    def request(self) -> None:
-        """First call: stop gracefully. Second call: stop at once."""
-        if self.graceful.is_set():
-            self.immediate.set()
-        self.graceful.set()
 
 
 class Crawl:

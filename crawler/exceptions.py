@@ -5,6 +5,7 @@
     CrawlerError
     ├── ConfigError            the config file is missing, not TOML, or invalid (carries one line per problem)
     ├── CheckpointError        the checkpoint cannot be opened, is locked, or is not ours
+    ├── LoginFailed            logging in did not work; the crawl stops rather than loop
     ├── CrawlInterrupted       a shutdown was asked for while a request waited (its lease is released)
     └── FetchError             one request could not be fetched; carries the request it concerns
         ├── TransportError     no usable response came back
@@ -42,6 +43,13 @@ class ConfigError(CrawlerError):
 
 class CheckpointError(CrawlerError):
     """The checkpoint file cannot be used as it is."""
+
+
+class LoginFailed(CrawlerError):
+    """Logging in failed, or the site still says we are logged out right after logging in.
+
+    The message never holds a credential: it names the environment variables instead.
+    """
 
 
 class CrawlInterrupted(CrawlerError):

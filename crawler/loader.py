@@ -73,9 +73,10 @@ def find_spider_class(reference: str, base_dir: Path) -> type[Spider]:
     return found[reference]
 
 
-def load_spiders(config: Config, only: str | None = None) -> list[Spider]:
-    """Instantiate the configured spiders (or just ``only``), naming the config field on error."""
-    spiders: list[Spider] = []
+def load_spiders(config: Config, only: str | None = None) -> dict[int, Spider]:
+    """Instantiate the configured spiders (or just ``only``), by their index in ``config.spiders``,
+    naming the config field on error."""
+    spiders: dict[int, Spider] = {}
     problems: list[str] = []
     for index, entry in enumerate(config.spiders):
         field = f"spiders[{index}]"
@@ -90,7 +91,7 @@ def load_spiders(config: Config, only: str | None = None) -> list[Spider]:
         if only is not None and cls.name != only and entry.spider != only:
             continue
         try:
-            spiders.append(cls(**entry.args))
+            spiders[index] = cls(**entry.args)
         except TypeError as error:
             problems.append(f"{field}.args: {error}")
     if problems:

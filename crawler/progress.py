@@ -96,6 +96,14 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
         f"connections ({report.requests_per_connection:.1f} per connection) from {report.sessions} "
         f"sessions; {stats.get('pool_discards', 0)} pool discards, {stats.get('pool_evictions', 0)} pool evictions"
     )
+    auth_counts = ("logins", "relogins", "token_refreshes", "replayed_requests", "cookie_warnings", "header_overrides")
+    if any(stats.get(name) for name in auth_counts):
+        console.print(
+            f"Auth: {stats.get('logins', 0)} logins ({stats.get('relogins', 0)} after a logout), "
+            f"{stats.get('token_refreshes', 0)} token refreshes, {stats.get('replayed_requests', 0)} "
+            f"replayed requests, {stats.get('cookie_warnings', 0)} cookie warnings, "
+            f"{stats.get('header_overrides', 0)} header overrides"
+        )
     dropped = {name: count for name, count in stats.items() if name.startswith("dropped:")}
     if dropped:
         console.print("Dropped: " + ", ".join(f"{name[8:]} {count}" for name, count in sorted(dropped.items())))

@@ -9,24 +9,29 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import ContextManager, Protocol
 from urllib.parse import urlsplit
 
+import requests
+
 from .config import Config
-from .engine import Crawl, CrawlResult, StopSignal
+from .engine import Crawl, CrawlResult
 from .exceptions import CheckpointError, CrawlerError
 from .exporters import OutputFile, make_format
 from .frontier.base import FrontierCounts, ResumeInfo
 from .frontier.sqlite import Checkpoint, delete_checkpoint
+from .auth.cookies import CrawlCookieJar
+from .auth.setup import build_spider_auth, check_secrets, cookie_file, environment
 from .http.fetcher import Fetcher
 from .http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
 from .loader import load_spiders
 from .retry import RetryPolicy
 from .spider import Spider
 from .stats import Stats
+from .stopping import StopSignal
 from .worker import LeaseProcessor
 
 logger = logging.getLogger(__name__)
@@ -80,9 +85,8 @@ def _retry_policy(config: Config) -> RetryPolicy:
     )
 
 
-def _known_hosts(spiders: list[Spider]) -> int:
-    hosts = {urlsplit(url).netloc for spider in spiders for url in spider.start_urls}
-    return len(hosts)
+def _known_hosts(spider: Spider) -> int:
+    return len({urlsplit(url).netloc for url in spider.start_urls})
 
 
 @contextlib.contextmanager
@@ -120,10 +124,11 @@ def _open_checkpoint(config: Config, fresh: bool) -> Checkpoint:
 
 
 @contextlib.contextmanager
-def _practice_site(config: Config) -> Iterator[None]:
+def _practice_site(config: Config) -> Iterator[Mapping[str, str] | None]:
+    """Serve the practice site if the config asks; yields its demo account, or None."""
     settings = config.practice_site
     if not settings.serve:
-        yield
+        yield None
         return
     from .practice import PracticeSite
 
@@ -135,9 +140,23 @@ def _practice_site(config: Config) -> Iterator[None]:
             f"cannot serve the practice site on 127.0.0.1:{settings.port}: {error.strerror}"
         ) from None
     try:
-        yield
+        yield site.demo_credentials
     finally:
         site.stop()
+
+
+@dataclass
+class _Run:
+    """What every spider's crawl in one run shares."""
+
+    config: Config
+    checkpoint: Checkpoint
+    stats: Stats
+    stop: StopSignal
+    reporter: Reporter
+    fresh: bool
+    environ: Mapping[str, str]
+    sessions_opened: int = 0
 
 
 def run_crawl(
@@ -151,80 +170,84 @@ def run_crawl(
     spiders = load_spiders(config, only)
     stats = Stats()
     stop = StopSignal()
-    sessions = SessionRegistry(
-        make_session_factory(
-            SessionSettings(
-                user_agent=config.http.user_agent,
-                max_redirects=config.http.max_redirects,
-                verify=str(config.resolve(config.http.ca_bundle))
-                if config.http.ca_bundle and config.http.verify_tls
-                else config.http.verify_tls,
-            ),
-            PoolSizing.for_load(_known_hosts(spiders)),
-            stats,
-        )
-    )
-    fetcher = Fetcher(
-        sessions,
-        timeout=(config.http.timeout.connect, config.http.timeout.read),
-        max_body_size=config.http.max_body_size,
-        policy=_retry_policy(config),
-        stop=stop.graceful,
-        stats=stats,
-    )
     results: list[CrawlResult] = []
-    try:
-        with _open_checkpoint(config, fresh) as checkpoint, _practice_site(config), _signals_stop(stop, reporter):
-            for spider in spiders:
-                if stop.graceful.is_set():
-                    break
-                results.append(_run_spider(config, checkpoint, spider, fetcher, stats, stop, reporter, fresh))
-    finally:
-        session_count = len(sessions)
-        sessions.close_all()
+    with (
+        _open_checkpoint(config, fresh) as checkpoint,
+        _practice_site(config) as demo_account,
+        _signals_stop(stop, reporter),
+    ):
+        run = _Run(config, checkpoint, stats, stop, reporter, fresh, environment(config, demo_account))
+        check_secrets(config, run.environ)
+        for index, spider in spiders.items():
+            if stop.graceful.is_set():
+                break
+            results.append(_run_spider(run, index, spider))
+    if stop.error is not None:
+        raise stop.error
     return RunReport(
         results=results,
         stats=stats.snapshot(),
         elapsed=stats.elapsed,
         interrupted=stop.graceful.is_set(),
-        sessions=session_count,
+        sessions=run.sessions_opened,
         requests_per_connection=stats.requests_per_connection(),
     )
 
 
-def _run_spider(
-    config: Config,
-    checkpoint: Checkpoint,
-    spider: Spider,
-    fetcher: Fetcher,
-    stats: Stats,
-    stop: StopSignal,
-    reporter: Reporter,
-    fresh: bool,
-) -> CrawlResult:
+def _session_factory(config: Config, spider: Spider, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
+    ca_bundle = config.http.ca_bundle
+    verify: bool | str = config.http.verify_tls
+    if ca_bundle is not None and verify:
+        verify = str(config.resolve(ca_bundle))
+    settings = SessionSettings(
+        user_agent=config.http.user_agent, max_redirects=config.http.max_redirects, verify=verify
+    )
+    return make_session_factory(settings, PoolSizing.for_load(_known_hosts(spider)), stats)
+
+
+def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
+    config, stats = run.config, run.stats
     output_path = config.output_path(spider.name)
-    if fresh:
-        checkpoint.reset(spider.name)
+    if run.fresh:
+        run.checkpoint.reset(spider.name)
         output_path.unlink(missing_ok=True)
-    frontier = checkpoint.frontier(spider.name)
+        cookie_file(config, spider.name).unlink(missing_ok=True)
+    new_session = _session_factory(config, spider, stats)
+    spider_auth = build_spider_auth(config, index, spider, stats, run.environ, new_session)
+    sessions = SessionRegistry(lambda: new_session(spider_auth.cookies))
+    fetcher = Fetcher(
+        sessions,
+        timeout=(config.http.timeout.connect, config.http.timeout.read),
+        max_body_size=config.http.max_body_size,
+        max_redirects=config.http.max_redirects,
+        policy=_retry_policy(config),
+        stop=run.stop.graceful,
+        stats=stats,
+        auth=spider_auth.auth,
+    )
+    frontier = run.checkpoint.frontier(spider.name)
     output = OutputFile(output_path, frontier, make_format(config.output.format))
     try:
         crawl = Crawl(
             spider,
             frontier,
-            LeaseProcessor(spider, fetcher, stats),
+            LeaseProcessor(spider, fetcher, stats, run.stop),
             output,
             stats,
             workers=config.crawl.workers,
             shutdown_grace=config.crawl.shutdown_grace,
-            stop=stop,
+            stop=run.stop,
         )
         if frontier.resume.counts.done or frontier.resume.counts.queued:
             if crawl.is_finished():
-                reporter.already_finished(spider.name, frontier.counts())
+                run.reporter.already_finished(spider.name, frontier.counts())
             else:
-                reporter.resuming(spider.name, frontier.resume)
-        with reporter.crawling(crawl, stats):
+                run.reporter.resuming(spider.name, frontier.resume)
+        with run.reporter.crawling(crawl, stats):
             return crawl.run()
     finally:
         output.close()
+        if spider_auth.auth.login is not None and spider_auth.auth.login.generation:
+            spider_auth.save_cookies()  # sites rotate session cookies; keep the latest
+        run.sessions_opened += len(sessions)
+        sessions.close_all()

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from .auth.tokens import TokenAuth
 from .request import Request
 from .response import Response
 
@@ -43,3 +44,19 @@ class Spider:
 
     def parse(self, response: Response) -> Iterator[CallbackOutput]:
         raise NotImplementedError(f"{type(self).__name__}.parse is not defined")
+
+    # Logging in. A spider that needs a login either gets ``login`` in its config entry (a form
+    # login), or defines ``login(self, session)``, which logs in with a ``requests.Session``
+    # whose cookie jar every worker shares, and raises ``LoginFailed`` if it cannot.
+
+    def is_logged_out(self, response: Response) -> bool:
+        """Whether ``response`` shows the session was logged out (then: log in again, replay).
+
+        By default a 401 or 403; a form login from config also treats landing on its login page
+        as logged out. Override for sites that say it another way.
+        """
+        return response.status in (401, 403)
+
+    def token_auth(self) -> TokenAuth | None:
+        """Headers computed for each request as it is sent (e.g. ``HeaderAuth``), or None."""
+        return None

@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel
 
-from .exceptions import CrawlInterrupted
+from .exceptions import CrawlInterrupted, LoginFailed
 from .frontier.base import Completion, Lease, Pending
 from .http.fetcher import Fetcher
 from .items import ItemValidator, RejectedItem
@@ -22,6 +22,7 @@ from .request import Request
 from .response import Response
 from .spider import Spider
 from .stats import Stats
+from .stopping import StopSignal
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +32,11 @@ FETCHABLE_SCHEMES = frozenset({"http", "https"})
 class LeaseProcessor:
     """Turns a lease into a Completion for one spider. Safe to share between worker threads."""
 
-    def __init__(self, spider: Spider, fetcher: Fetcher, stats: Stats) -> None:
+    def __init__(self, spider: Spider, fetcher: Fetcher, stats: Stats, stop: StopSignal) -> None:
         self.spider = spider
         self.fetcher = fetcher
         self.stats = stats
+        self.stop = stop
         self.validator = ItemValidator(spider.item_model)
 
     def process(self, lease: Lease) -> Completion | None:
@@ -43,6 +45,10 @@ class LeaseProcessor:
         try:
             outcome = self.fetcher.fetch(request)
         except CrawlInterrupted:
+            return None
+        except LoginFailed as error:
+            # Every request would fail the same way: stop the crawl, keep this one queued.
+            self.stop.fail(error)
             return None
         if outcome.error is not None:
             self.stats.inc("failed")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from crawler.frontier.sqlite import Checkpoint
 from crawler.practice import PracticeSite
 from crawler.practice.catalogue import product
 from crawler.runner import run_crawl
+from helpers import interrupt_when
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTS_SPIDER = (REPO / "spiders" / "products.py").read_text()
@@ -126,20 +125,6 @@ def test_fresh_starts_over(site: PracticeSite, products_config) -> None:
     run_crawl(config, fresh=True)
     assert site.counters.requests == 127
     assert len(output_items(config)) == 120
-
-
-def interrupt_when(condition, timeout: float = 30.0) -> threading.Thread:
-    """Send this process SIGINT (a real Ctrl-C) once ``condition()`` holds."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_resume_after_a_stop_writes_every_item_exactly_once(products_config) -> None:

@@ -12,6 +12,8 @@ import crawler
 EXPECTED_PUBLIC_NAMES = {
     "CrawlerError",
     "FetchError",
+    "HeaderAuth",
+    "LoginFailed",
     "Request",
     "Response",
     "Spider",

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
@@ -102,9 +103,12 @@ class SessionSettings:
 
 def make_session_factory(
     settings: SessionSettings, sizing: PoolSizing, stats: Stats
-) -> Callable[[], requests.Session]:
-    def build() -> requests.Session:
+) -> Callable[[RequestsCookieJar], requests.Session]:
+    """Tuned sessions that keep their cookies in the jar they are given (workers share one)."""
+
+    def build(cookies: RequestsCookieJar) -> requests.Session:
         session = requests.Session()
+        session.cookies = cookies
         adapter = CountingAdapter(sizing, stats)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -1,0 +1,191 @@
+"""Logging in once for the whole crawl, and once again (by one thread) when the site logs us out.
+
+A ``Login`` knows how to log in with a session and how to tell, from a response, that the
+session was logged out. The ``LoginCoordinator`` makes that a single flight: the first worker
+that needs the login performs it while the others wait, and after a logout only the first
+worker to notice logs in again; the rest see the login generation has moved on and just replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.cookiejar import CookieJar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from parsel import Selector
+
+from ..exceptions import LoginFailed
+from ..request import Request
+from ..response import Response
+from ..stats import Stats
+
+logger = logging.getLogger(__name__)
+
+
+class Login(Protocol):
+    def log_in(self, session: requests.Session) -> None:
+        """Log in with ``session`` (whose cookie jar every worker shares); raise LoginFailed."""
+
+    def is_logged_out(self, response: Response) -> bool:
+        """Whether ``response`` shows that the session is not logged in."""
+
+
+@dataclass(frozen=True)
+class FormLogin:
+    """The common case: a login form, maybe with a CSRF token, posted with credentials.
+
+    ``secrets`` are the credential values (read from the environment by the caller) and
+    ``secret_sources`` the variable names, which are what error messages show.
+    """
+
+    url: str
+    fields: Mapping[str, str]
+    secrets: Mapping[str, str]
+    secret_sources: Mapping[str, str]
+    csrf_field: str | None
+    logged_out_url: str
+    logged_out_statuses: frozenset[int]
+    timeout: tuple[float, float]
+
+    def log_in(self, session: requests.Session) -> None:
+        try:
+            page = session.get(self.url, timeout=self.timeout)
+            form = self._form(page)
+            data = {**self._hidden_inputs(form), **self.fields, **self.secrets}
+            action = urljoin(page.url, form.attrib.get("action") or page.url)
+            if self.csrf_field:
+                token = form.css(f'input[name="{self.csrf_field}"]::attr(value)').get()
+                if token is None:
+                    raise LoginFailed(f"login form at {self.url} has no {self.csrf_field!r} field")
+                data[self.csrf_field] = token
+            answer = session.post(action, data=data, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise LoginFailed(f"cannot log in at {self.url}: {type(error).__name__}") from None
+        response = Response(answer.url, answer.status_code, answer.headers, answer.content, Request(answer.url))
+        if answer.status_code >= 400 or self.is_logged_out(response) or self._is_form_again(answer):
+            names = ", ".join(f"${name}" for name in self.secret_sources.values()) or "the configured fields"
+            raise LoginFailed(
+                f"login at {self.url} failed (HTTP {answer.status_code}, ended at {answer.url}); "
+                f"check the credentials in {names}"
+            )
+
+    def _form(self, page: requests.Response) -> Selector:
+        selector = Selector(text=page.text)
+        forms = selector.css("form")
+        if self.csrf_field:
+            forms = forms.xpath(f'self::*[.//input[@name="{self.csrf_field}"]]') or forms
+        if not forms:
+            raise LoginFailed(f"no login form at {self.url} (HTTP {page.status_code})")
+        return forms[0]
+
+    @staticmethod
+    def _hidden_inputs(form: Selector) -> dict[str, str]:
+        return {
+            hidden.attrib["name"]: hidden.attrib.get("value", "")
+            for hidden in form.css('input[type="hidden"][name]')
+        }
+
+    def _is_form_again(self, answer: requests.Response) -> bool:
+        # A site that answers a bad password with the login form again, at the same URL, status 200.
+        return urlsplit(answer.url).path == urlsplit(self.url).path and b"<form" in answer.content
+
+    def is_logged_out(self, response: Response) -> bool:
+        if response.status in self.logged_out_statuses:
+            return True
+        return urlsplit(response.url).path.startswith(urlsplit(self.logged_out_url).path)
+
+
+@dataclass(frozen=True)
+class SpiderLogin:
+    """A spider's own ``login(session)`` and ``is_logged_out(response)`` methods."""
+
+    log_in_with: Callable[[requests.Session], object]
+    logged_out: Callable[[Response], bool]
+
+    def log_in(self, session: requests.Session) -> None:
+        try:
+            self.log_in_with(session)
+        except LoginFailed:
+            raise
+        except Exception as error:
+            raise LoginFailed(f"the spider's login raised {type(error).__name__}: {error}") from None
+
+    def is_logged_out(self, response: Response) -> bool:
+        return self.logged_out(response)
+
+
+class LoginCoordinator:
+    """Single-flight login and re-login for one crawl.
+
+    Each login runs in a session of its own, with a private cookie jar, and only its result is
+    merged into the jar the workers share: workers still being bounced to the login page while
+    it runs would otherwise rotate its CSRF cookie between the form and the post.
+
+    ``generation`` counts completed logins (1 after the first, or after restoring saved
+    cookies). A worker remembers the generation its request was sent under; when the response
+    says logged out, ``relogin`` logs in again only if nobody has since then.
+    """
+
+    def __init__(
+        self,
+        login: Login,
+        stats: Stats,
+        *,
+        cookies: CookieJar,
+        new_session: Callable[[], requests.Session],
+        restored: bool = False,
+        on_login: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.login = login
+        self.stats = stats
+        self.cookies = cookies
+        self.new_session = new_session
+        self.on_login = on_login
+        self._generation = 1 if restored else 0
+        self._failure: LoginFailed | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def ensure(self) -> int:
+        """Log in if nobody has yet; the generation to send the next request under."""
+        if self._generation == 0 or self._failure is not None:
+            self._log_in_unless_moved_on(seen=0)
+        return self._generation
+
+    def relogin(self, seen: int) -> int:
+        """The response to a request sent under generation ``seen`` said logged out."""
+        self.stats.inc("logged_out_responses")
+        self._log_in_unless_moved_on(seen)
+        return self._generation
+
+    def is_logged_out(self, response: Response) -> bool:
+        return self.login.is_logged_out(response)
+
+    def _log_in_unless_moved_on(self, seen: int) -> None:
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._generation != seen:
+                return  # another worker logged in since this request was sent
+            with self.new_session() as session:
+                try:
+                    self.login.log_in(session)
+                except LoginFailed as failure:
+                    self._failure = failure
+                    raise
+                for cookie in session.cookies:
+                    self.cookies.set_cookie(cookie)
+            self._generation += 1
+            self.stats.inc("logins")
+            if seen:  # a login because the site logged us out
+                self.stats.inc("relogins")
+            logger.info("logged in (login %d)", self._generation)
+            self.on_login()
