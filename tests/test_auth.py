@@ -353,3 +353,93 @@ def test_no_secret_reaches_the_logs_the_checkpoint_or_the_output(members_config,
             assert secret.encode() not in stored
             assert secret not in logged
         assert b"Bearer" not in stored and "Bearer" not in logged
+
+
+def test_a_spider_can_log_in_with_its_own_method(write_config, credentials) -> None:
+    with PracticeSite(products=10, revoke_after=15) as site:
+        config = write_config(
+            """
+            [[spiders]]
+            spider = "own_login"
+            [checkpoint]
+            path = "checkpoint.db"
+            """,
+            spiders={
+                "own_login": f"""
+                import os
+                import re
+
+                from crawler import LoginFailed, Request, Spider
+
+                class OwnLogin(Spider):
+                    name = "own_login"
+
+                    def login(self, session):
+                        form = session.get("{site.url}/login").text
+                        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+                        answer = session.post("{site.url}/login", data={{
+                            "csrf_token": token,
+                            "username": os.environ["PRACTICE_USERNAME"],
+                            "password": os.environ["PRACTICE_PASSWORD"],
+                        }})
+                        if "/login" in answer.url:
+                            raise LoginFailed("the site refused the demo account")
+
+                    def is_logged_out(self, response):
+                        return "/login" in response.url
+
+                    def start_requests(self):
+                        for n in range(1, 41):
+                            yield Request("{site.url}/members/page/" + str(n))
+
+                    def parse(self, response):
+                        yield {{"secret": response.css("span.secret::text").get()}}
+                """
+            },
+        )
+        run_crawl(config)
+        secrets = sorted(json.loads(line)["secret"] for line in config.output_path("own_login").read_text().splitlines())
+        assert secrets == sorted(f"member-secret-{n}" for n in range(1, 41))
+        assert site.counters.logins == 1 + site.counters.revocations
+
+
+def test_cookie_domain_shares_a_subdomain_cookie_with_its_siblings() -> None:
+    from requests.cookies import get_cookie_header
+
+    from crawler.auth.cookies import CrawlCookieJar
+
+    shared = CrawlCookieJar("example.com")
+    shared.set("sessionid", "s1", domain="login.example.com", path="/")
+    alone = CrawlCookieJar()
+    alone.set("sessionid", "s1", domain="login.example.com", path="/")
+    for_www = requests.Request("GET", "https://www.example.com/members").prepare()
+    assert get_cookie_header(shared, for_www) == "sessionid=s1"
+    assert get_cookie_header(alone, for_www) is None
+    elsewhere = requests.Request("GET", "https://example.org/").prepare()
+    assert get_cookie_header(shared, elsewhere) is None
+
+
+def test_the_shared_jar_can_be_copied_while_other_threads_fill_it() -> None:
+    from crawler.auth.cookies import CrawlCookieJar
+
+    jar = CrawlCookieJar()
+    errors: list[BaseException] = []
+
+    def fill(prefix: str) -> None:
+        for n in range(3000):
+            jar.set(f"{prefix}{n}", "v", domain="example.com", path="/")
+
+    def copy() -> None:
+        try:
+            for _ in range(200):
+                jar.copy()
+        except RuntimeError as error:  # "dictionary changed size during iteration"
+            errors.append(error)
+
+    threads = [threading.Thread(target=fill, args=(p,)) for p in "abc"] + [threading.Thread(target=copy)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(jar) == 9000

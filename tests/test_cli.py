@@ -346,3 +346,27 @@ def test_check_shows_a_path_with_brackets_verbatim(tmp_path: Path) -> None:
     result = crawler_cli("check", "x[bold]/config.toml", cwd=tmp_path)
     assert result.code == 0, result
     assert result.out.strip() == "x[bold]/config.toml: OK (1 spider: products)"
+
+
+def test_check_names_a_credential_variable_that_is_not_set(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """
+        [[spiders]]
+        spider = "products"
+        [spiders.login]
+        url = "http://127.0.0.1:9/login"
+        env_fields = { username = "CRAWLER_TEST_UNSET_USER", password = "CRAWLER_TEST_UNSET_PASSWORD" }
+        """,
+    )
+    lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
+    assert lines == [
+        "spiders[0].login.env_fields.username: environment variable CRAWLER_TEST_UNSET_USER is not set",
+        "spiders[0].login.env_fields.password: environment variable CRAWLER_TEST_UNSET_PASSWORD is not set",
+    ]
+
+
+def test_the_shipped_config_checks_out_with_the_practice_sites_demo_account(tmp_path: Path) -> None:
+    result = crawler_cli("check", str(REPO / "config.toml"), cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert result.out.strip().endswith("OK (2 spiders: products, members)")

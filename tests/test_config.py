@@ -269,3 +269,27 @@ def test_shared_output_file_for_several_spiders_is_a_config_problem(tmp_path: Pa
     path = write(tmp_path, MINIMAL + '[[spiders]]\nspider = "other"\n[output]\npath = "out/all.jsonl"\n')
     (line,) = problems(path)
     assert line.startswith(f"{path}: output.path: ")
+
+
+def test_a_literal_password_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[[spiders]]\nspider = "s"\n[spiders.login]\nurl = "http://h/login"\n'
+        'fields = { username = "me", password = "hunter2" }\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    [line] = error.value.problems
+    assert line.startswith(f"{path}: spiders[0].login.fields: password looks like a credential")
+    assert "hunter2" not in line
+
+
+def test_a_field_given_both_literally_and_from_the_environment_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[[spiders]]\nspider = "s"\n[spiders.token]\nurl = "http://h/token"\n'
+        'fields = { client_id = "x" }\nenv_fields = { client_id = "CLIENT_ID" }\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "client_id also given in fields" in error.value.problems[0]
