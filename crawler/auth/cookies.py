@@ -55,15 +55,6 @@ class CrawlCookieJar(RequestsCookieJar):
             cookie.domain_initial_dot = True
         super().set_cookie(cookie, *args, **kwargs)
 
-    def __getstate__(self) -> dict[str, object]:
-        state = super().__getstate__()
-        state.pop("_cookies_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        super().__setstate__(state)
-        self._cookies_lock = threading.RLock()
-
     def save(self, path: Path) -> None:
         """Write the cookies to ``path``, readable by the owner only, atomically."""
         cookies = [

@@ -176,7 +176,8 @@ class Fetcher:
             for auth in self.auth.tokens:
                 tokens.update(auth.headers_for(hop.method, hop.url, session))
             # The spider's own headers win over computed ones; _report_overrides said so once.
-            raw = self._send_hop(session, hop, {**tokens, **hop.headers}, request)
+            headers = {**tokens, **hop.headers} if tokens or hop.headers else None
+            raw = self._send_hop(session, hop, headers, request)
             try:
                 if not raw.is_redirect:
                     body = self._read_body(raw, request)
@@ -190,10 +191,11 @@ class Fetcher:
         raise exc.InvalidRequest(f"too many redirects: more than {self.max_redirects}", request)
 
     def _send_hop(
-        self, session: requests.Session, hop: Hop, headers: Mapping[str, str], request: Request
+        self, session: requests.Session, hop: Hop, headers: Mapping[str, str] | None, request: Request
     ) -> requests.Response:
         self.stats.inc("http_requests")
         try:
+            # headers=None, not {}: requests then skips merging them into the session's defaults.
             raw = session.request(
                 hop.method,
                 hop.url,
