@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 
 from . import __version__
 from .config import Config, load_config
-from .exceptions import ConfigError, CrawlerError
+from .exceptions import ConfigError, CrawlerError, LoginFailed
 from .auth.setup import check_secrets, environment
 from .loader import load_spiders
 from .practice import PracticeSite
@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         for problem in error.problems:
             err.print(problem)
         return EXIT_CONFIG
+    except LoginFailed as error:
+        err.print(f"crawler: {error}")
+        err.print("Nothing was lost: fix the login and run the same command to continue.")
+        return EXIT_FAILED
     except CrawlerError as error:
         err.print(f"crawler: {error}")
         return EXIT_FAILED

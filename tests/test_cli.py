@@ -370,3 +370,32 @@ def test_the_shipped_config_checks_out_with_the_practice_sites_demo_account(tmp_
     result = crawler_cli("check", str(REPO / "config.toml"), cwd=tmp_path)
     assert result.code == 0, result.err
     assert result.out.strip().endswith("OK (2 spiders: products, members)")
+
+
+def test_a_failed_login_exits_1_and_says_nothing_was_lost(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        project(
+            tmp_path,
+            f"""
+            [[spiders]]
+            spider = "products"
+            args = {{ start_url = "{site.url}/" }}
+            [spiders.login]
+            url = "{site.url}/login"
+            csrf_field = "csrf_token"
+            env_fields = {{ username = "CRAWLER_TEST_USER", password = "CRAWLER_TEST_PASSWORD" }}
+            """,
+        )
+        env_result = subprocess.run(
+            [sys.executable, "-m", "crawler.cli", "run", "config.toml"],
+            cwd=tmp_path,
+            env={**os.environ, "CRAWLER_TEST_USER": "demo", "CRAWLER_TEST_PASSWORD": "not-it", "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert env_result.returncode == 1
+        assert "Traceback" not in env_result.stderr
+        assert "$CRAWLER_TEST_PASSWORD" in env_result.stderr and "not-it" not in env_result.stderr
+        assert "Nothing was lost" in env_result.stderr
+        assert site.counters.failed_logins == 1
