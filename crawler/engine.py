@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .exporters import OutputFile
-from .frontier.base import Completion, Frontier, FrontierCounts, Lease, Pending
+from .frontier.base import SEEDED, Completion, Frontier, FrontierCounts, Lease, Pending
 from .spider import Spider
 from .stats import Stats
 from .stopping import StopSignal
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 _SEED_BATCH = 1000
 _COMMIT_BATCH = 512
 _OUTPUT_SYNC_INTERVAL = 1.0
-_SEEDED = "start_requests_queued"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,7 @@ class Crawl:
         # Enough leased work queued that no worker waits on the engine between two pages.
         self._queue_depth = 2 * workers
         self._held = 0  # leases handed to workers and not yet come back
-        self._seeded = frontier.get_state(_SEEDED) is not None
+        self._seeded = frontier.get_state(SEEDED) is not None
 
     def seed(self) -> None:
         """Queue the start requests, once per crawl (a resumed crawl does not revisit them)."""
@@ -83,7 +82,7 @@ class Crawl:
         self.frontier.add(batch)
         # Set after the adds: if the process dies in between, the next run adds them again and
         # dedupe drops the ones already there.
-        self.frontier.set_state(_SEEDED, "1")
+        self.frontier.set_state(SEEDED, "1")
         self._seeded = True
         self.counts = self.frontier.counts()
 
@@ -110,7 +109,8 @@ class Crawl:
             # error, whatever still runs keeps its lease in flight for the next run to take
             # back; workers are daemon threads, so they cannot hold the process open.
             self._stop_workers(threads, wait=loop_ended and not self.stop.graceful.is_set())
-            self.output.sync()
+            if loop_ended:  # after a checkpoint or disk error, writing more would fail the same way
+                self.output.sync()
             self.counts = self.frontier.counts()
         return CrawlResult(self.spider.name, self.counts, finished=self.is_finished())
 
@@ -133,7 +133,7 @@ class Crawl:
                 # retried into the same bug forever) and keep the worker alive.
                 self.stats.inc("internal_errors")
                 logger.exception("internal error while processing %s", lease.request.url)
-                completion = Completion(lease, 0, error=f"internal error: {error!r}")
+                completion = Completion(lease, 0, f"internal error: {error!r}", "InternalError")
             self._results.put((lease, completion))
 
     def _loop(self) -> None:

@@ -4,7 +4,8 @@
 
     CrawlerError
     ├── ConfigError            the config file is missing, not TOML, or invalid (carries one line per problem)
-    ├── CheckpointError        the checkpoint cannot be opened, is locked, or is not ours
+    ├── CheckpointError        the checkpoint cannot be opened or written, is locked, or is not ours
+    ├── OutputError            an output file cannot be written (disk full, permissions)
     ├── LoginFailed            logging in did not work; the crawl stops rather than loop
     ├── CrawlInterrupted       a shutdown was asked for while a request waited (its lease is released)
     └── FetchError             one request could not be fetched; carries the request it concerns
@@ -43,6 +44,10 @@ class ConfigError(CrawlerError):
 
 class CheckpointError(CrawlerError):
     """The checkpoint file cannot be used as it is."""
+
+
+class OutputError(CrawlerError):
+    """An output file cannot be written. Committed items stay in the checkpoint."""
 
 
 class LoginFailed(CrawlerError):

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from .exceptions import OutputError
 from .frontier.base import Frontier, StoredItem
 
 logger = logging.getLogger(__name__)
@@ -90,10 +91,13 @@ class OutputFile:
         self.frontier = frontier
         self.format = item_format
         self._state_key = f"export:{path}"
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.last_id, self.offset = self._load_progress()
-        self._file = open(path, "ab")  # noqa: SIM115 - kept open while the crawl runs
-        self._align()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "ab")  # noqa: SIM115 - kept open while the crawl runs
+            self._align()
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write the output file: {error.strerror}") from None
 
     def _load_progress(self) -> tuple[int, int]:
         saved = self.frontier.get_state(self._state_key)
@@ -116,7 +120,17 @@ class OutputFile:
             self.last_id = self.offset = 0
 
     def sync(self) -> int:
-        """Append items committed since the last sync; returns how many were written."""
+        """Append items committed since the last sync; returns how many were written.
+
+        If the disk is full, the items stay committed in the checkpoint and the next run writes
+        them: the recorded progress only moves once the bytes are on disk.
+        """
+        try:
+            return self._append_committed()
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot write the output file: {error.strerror}") from None
+
+    def _append_committed(self) -> int:
         written = 0
         while batch := self.frontier.items_after(self.last_id, _BATCH):
             header = self.format.header(json.loads(batch[0].data)) if self.offset == 0 else b""

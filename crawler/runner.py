@@ -111,16 +111,32 @@ def _signals_stop(stop: StopSignal, reporter: Reporter) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _open_checkpoint(config: Config, fresh: bool) -> Checkpoint:
+def open_checkpoint(config: Config, *, fresh: bool = False) -> Checkpoint:
+    """The config's checkpoint, locked, and checked to belong to the config's spiders.
+
+    With ``fresh``, a file that is not a usable checkpoint, or one written for other spiders, is
+    replaced: that is the explicit way to start over. Without it, such a file is an error.
+    """
     path = config.resolve(config.checkpoint.path)
     owner = f"{socket.gethostname()}:{os.getpid()}"
+    spider_set = [entry.spider for entry in config.spiders]
     try:
-        return Checkpoint(path, owner)
+        checkpoint = Checkpoint(path, owner)
     except CheckpointError as error:
         if not fresh or "in use" in str(error):
             raise
-    delete_checkpoint(path)  # --fresh over a file that is not a usable checkpoint
-    return Checkpoint(path, owner)
+    else:
+        try:
+            checkpoint.claim_spider_set(spider_set)
+            return checkpoint
+        except CheckpointError:
+            checkpoint.close()
+            if not fresh:
+                raise
+    delete_checkpoint(path)
+    checkpoint = Checkpoint(path, owner)
+    checkpoint.claim_spider_set(spider_set)
+    return checkpoint
 
 
 @contextlib.contextmanager
@@ -172,7 +188,7 @@ def run_crawl(
     stop = StopSignal()
     results: list[CrawlResult] = []
     with (
-        _open_checkpoint(config, fresh) as checkpoint,
+        open_checkpoint(config, fresh=fresh) as checkpoint,
         _practice_site(config) as demo_account,
         _signals_stop(stop, reporter),
     ):

@@ -53,13 +53,13 @@ class LeaseProcessor:
         if outcome.error is not None:
             self.stats.inc("failed")
             logger.warning("failed %s after %d attempt(s): %s", request.url, outcome.attempts, outcome.error)
-            return Completion(lease, outcome.attempts, error=str(outcome.error))
+            return Completion(lease, outcome.attempts, str(outcome.error), type(outcome.error).__name__)
         response = outcome.response
         assert response is not None
         if response.status >= 400 and response.status not in self.spider.handle_statuses:
             self.stats.inc("failed")
             logger.warning("failed %s: HTTP %d", request.url, response.status)
-            return Completion(lease, outcome.attempts, error=f"HTTP {response.status}")
+            return Completion(lease, outcome.attempts, f"HTTP {response.status}", "HTTPStatusError")
         self.stats.inc("pages")
         return self._run_callback(lease, response, outcome.attempts)
 
@@ -69,7 +69,7 @@ class LeaseProcessor:
         if not callable(callback):
             self.stats.inc("callback_errors")
             logger.error("spider %r has no callback %r (for %s)", self.spider.name, name, response.url)
-            return Completion(lease, attempts, error=f"no callback {name!r}")
+            return Completion(lease, attempts, f"no callback {name!r}", "CallbackError")
         children: list[Pending] = []
         items: list[str] = []
         rejected: list[RejectedItem] = []
@@ -96,7 +96,7 @@ class LeaseProcessor:
             # whole or not at all, so a later retry of the failed page cannot duplicate them.
             self.stats.inc("callback_errors")
             logger.error("callback %s raised for %s", name, response.url, exc_info=True)
-            return Completion(lease, attempts, error=f"callback error: {type(error).__name__}: {error}")
+            return Completion(lease, attempts, f"callback error: {type(error).__name__}: {error}", "CallbackError")
         self.stats.inc("items", len(items))
         self.stats.inc("rejected_items", len(rejected))
         return Completion(lease, attempts, children=children, items=items, rejected=rejected)

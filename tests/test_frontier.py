@@ -203,7 +203,7 @@ def test_complete_is_atomic(frontier: SQLiteFrontier, checkpoint_path: Path) -> 
     # batch may be committed, not even the first completion's item, child and state change.
     good = Completion(lease, attempts=1, items=["{}"], children=pending("/child"))
     bad = Completion(lease, attempts=1, items=[None])  # type: ignore[list-item]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(CheckpointError, match="NOT NULL"):
         frontier.complete([good, bad])
 
     assert rows(checkpoint_path, "SELECT count(*) FROM items") == [(0,)]

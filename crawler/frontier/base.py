@@ -20,6 +20,10 @@ from ..items import RejectedItem
 from ..request import Request
 
 
+#: State key set once a spider's start requests are all queued (see ``Crawl.is_finished``).
+SEEDED = "start_requests_queued"
+
+
 class State(IntEnum):
     QUEUED = 0
     IN_FLIGHT = 1
@@ -47,11 +51,14 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """What became of a lease. ``error`` is None for a done request, the last error for a failed one."""
+    """What became of a lease. ``error`` is None for a done request, the last error for a failed one,
+    and ``error_kind`` names its class (``HTTPStatusError``, ``ReadTimeout``, ``CallbackError``...)
+    so failed requests can be selected by kind later."""
 
     lease: Lease
     attempts: int
     error: str | None = None
+    error_kind: str | None = None
     children: Sequence[Pending] = ()
     items: Sequence[str] = ()  # accepted items, as JSON text
     rejected: Sequence[RejectedItem] = ()
@@ -72,6 +79,7 @@ class FailedRequest:
     url: str
     attempts: int
     error: str
+    error_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,10 @@ class Frontier(Protocol):
         """Committed items with an id above ``item_id``, in commit order."""
 
     def failed(self, limit: int) -> list[FailedRequest]: ...
+
+    def retry_failed(self, statuses: Iterable[int] = (), kinds: Iterable[str] = ()) -> int:
+        """Queue failed requests again (all, or those failed with one of ``statuses`` or of one of
+        ``kinds``), with a fresh retry budget; returns how many."""
 
     def rejected(self, limit: int) -> list[RejectedItem]: ...
 

@@ -12,10 +12,14 @@ that lock, whatever a previous run left in flight is known to be abandoned and i
 from __future__ import annotations
 
 import fcntl
+import functools
+import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from ..exceptions import CheckpointError
 from ..items import RejectedItem
@@ -48,7 +52,8 @@ CREATE TABLE requests (
     attempts INTEGER NOT NULL DEFAULT 0,
     owner TEXT,
     request TEXT,
-    error TEXT
+    error TEXT,
+    error_kind TEXT
 ) WITHOUT ROWID;
 CREATE INDEX requests_queued ON requests (spider, priority DESC, seq) WHERE state = 0;
 CREATE INDEX requests_unfinished ON requests (spider, state) WHERE state IN (1, 3);
@@ -69,6 +74,34 @@ CREATE TABLE rejected (
 """
 
 
+def check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file that is not a checkpoint of ours, or one from a newer crawler."""
+    (application_id,) = db.execute("PRAGMA application_id").fetchone()
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if application_id != APPLICATION_ID:
+        raise CheckpointError(f"{path}: not a crawler checkpoint; use --fresh to replace it")
+    if version > SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint schema {version} is newer than this crawler's "
+            f"({SCHEMA_VERSION}); upgrade crawler"
+        )
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the checkpoint's lock (a crawl running now), or None."""
+    try:
+        lock_file = open(f"{path}.lock", "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return lock_file.read().decode(errors="replace").strip() or "another process"
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return None
+
+
 class Checkpoint:
     """An open, locked checkpoint file."""
 
@@ -83,9 +116,14 @@ class Checkpoint:
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = self._lock_file.read().decode(errors="replace").strip() or "another process"
             self._lock_file.close()
-            raise CheckpointError(f"{path}: checkpoint is in use by another crawl") from None
+            raise CheckpointError(f"{path}: checkpoint is in use by another crawl ({holder})") from None
         try:
+            # Who holds it, for `crawler status` and the error above; the lock itself is the flock.
+            self._lock_file.truncate(0)
+            self._lock_file.write(owner.encode())
+            self._lock_file.flush()
             self.db = self._connect()
         except BaseException:
             self._release_lock()
@@ -121,14 +159,21 @@ class Checkpoint:
         )
 
     def _check(self, db: sqlite3.Connection) -> None:
-        (application_id,) = db.execute("PRAGMA application_id").fetchone()
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if application_id != APPLICATION_ID:
-            raise CheckpointError(f"{self.path}: not a crawler checkpoint; use --fresh to replace it")
-        if version > SCHEMA_VERSION:
+        check_schema(db, self.path)
+
+    def claim_spider_set(self, spiders: list[str]) -> None:
+        """Record which spiders this checkpoint is for, or refuse a config that runs others.
+
+        Resuming one set of spiders from another set's checkpoint would silently mix two crawls.
+        """
+        wanted = json.dumps(sorted(spiders))
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'spider_set'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('spider_set', ?)", (wanted,))
+        elif row[0] != wanted:
             raise CheckpointError(
-                f"{self.path}: checkpoint schema {version} is newer than this crawler's "
-                f"({SCHEMA_VERSION}); upgrade crawler"
+                f"{self.path}: written for spiders {', '.join(json.loads(row[0]))}, but the config runs "
+                f"{', '.join(sorted(spiders))}; use --fresh to start over, or another checkpoint.path"
             )
 
     def spider_id(self, name: str) -> int:
@@ -172,11 +217,35 @@ def delete_checkpoint(path: Path) -> None:
             pass
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _checkpoint_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn SQLite's errors (disk full, I/O error, read-only file) into one CheckpointError.
+
+    The failed transaction is rolled back, so what was committed before stays, and leases in
+    flight are taken back by the next run: stopping here loses nothing.
+    """
+
+    @functools.wraps(method)
+    def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as error:
+            frontier = args[0]
+            assert isinstance(frontier, SQLiteFrontier)
+            raise CheckpointError(f"{frontier.path}: cannot write the checkpoint: {error}") from None
+
+    return translated
+
+
 class SQLiteFrontier:
     """One spider's frontier inside a checkpoint file. Used from one thread only."""
 
     def __init__(self, checkpoint: Checkpoint, spider: str) -> None:
         self.spider = spider
+        self.path = checkpoint.path
         self._checkpoint = checkpoint
         self._db = checkpoint.db
         self._owner = checkpoint.owner
@@ -237,12 +306,14 @@ class SQLiteFrontier:
         self._counts["queued"] += added
         return added
 
+    @_checkpoint_errors
     def add(self, pending: Iterable[Pending]) -> int:
         rows = self._rows(pending)
         with self._db:
             self._db.execute("BEGIN")
             return self._insert(rows)
 
+    @_checkpoint_errors
     def lease(self, limit: int) -> list[Lease]:
         if limit <= 0 or not self._counts["queued"]:
             return []
@@ -261,6 +332,7 @@ class SQLiteFrontier:
         rows.sort(key=lambda row: (-row[4], row[5]))
         return [Lease(row[0], Request.from_json(row[1]), row[2], row[3]) for row in rows]
 
+    @_checkpoint_errors
     def complete(self, completions: Sequence[Completion]) -> None:
         if not completions:
             return
@@ -275,7 +347,7 @@ class SQLiteFrontier:
                     (self._id, reject.url, reject.error, reject.data) for reject in completion.rejected
                 )
             else:
-                failed.append((completion.attempts, completion.error, lease.fingerprint))
+                failed.append((completion.attempts, completion.error, completion.error_kind, lease.fingerprint))
         child_rows = self._rows(children)
         with self._db:
             self._db.execute("BEGIN")
@@ -286,8 +358,8 @@ class SQLiteFrontier:
                 done,
             )
             self._db.executemany(
-                "UPDATE requests SET state = 3, attempts = attempts + ?, owner = NULL, error = ?"
-                " WHERE fingerprint = ?",
+                "UPDATE requests SET state = 3, attempts = attempts + ?, owner = NULL, error = ?,"
+                " error_kind = ? WHERE fingerprint = ?",
                 failed,
             )
             self._insert(child_rows)
@@ -295,12 +367,14 @@ class SQLiteFrontier:
             self._db.executemany(
                 "INSERT INTO rejected (spider, url, error, data) VALUES (?, ?, ?, ?)", rejected
             )
+            self._put_state("last_activity", str(time.time()))
         self._counts["in_flight"] -= len(completions)
         self._counts["done"] += len(done)
         self._counts["failed"] += len(failed)
         self._counts["items"] += len(items)
         self._counts["rejected"] += len(rejected)
 
+    @_checkpoint_errors
     def release(self, leases: Iterable[Lease]) -> None:
         keys = [(lease.fingerprint,) for lease in leases]
         if not keys:
@@ -328,10 +402,34 @@ class SQLiteFrontier:
 
     def failed(self, limit: int) -> list[FailedRequest]:
         rows = self._db.execute(
-            "SELECT request, attempts, error FROM requests WHERE spider = ? AND state = 3 LIMIT ?",
+            "SELECT request, attempts, error, error_kind FROM requests WHERE spider = ? AND state = 3 LIMIT ?",
             (self._id, limit),
         )
-        return [FailedRequest(Request.from_json(text).url, attempts, error) for text, attempts, error in rows]
+        return [
+            FailedRequest(Request.from_json(text).url, attempts, error, kind)
+            for text, attempts, error, kind in rows
+        ]
+
+    @_checkpoint_errors
+    def retry_failed(self, statuses: Iterable[int] = (), kinds: Iterable[str] = ()) -> int:
+        conditions, parameters = [], []
+        for status in statuses:
+            conditions.append("error = ?")
+            parameters.append(f"HTTP {status}")
+        for kind in kinds:
+            conditions.append("error_kind = ?")
+            parameters.append(kind)
+        where = f" AND ({' OR '.join(conditions)})" if conditions else ""
+        with self._db:
+            self._db.execute("BEGIN")
+            requeued = self._db.execute(
+                "UPDATE requests SET state = 0, error = NULL, error_kind = NULL"
+                f" WHERE spider = ? AND state = 3{where}",
+                (self._id, *parameters),
+            ).rowcount
+        self._counts["failed"] -= requeued
+        self._counts["queued"] += requeued
+        return requeued
 
     def rejected(self, limit: int) -> list[RejectedItem]:
         rows = self._db.execute(
@@ -343,7 +441,11 @@ class SQLiteFrontier:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (self._key(key),)).fetchone()
         return None if row is None else str(row[0])
 
+    @_checkpoint_errors
     def set_state(self, key: str, value: str) -> None:
+        self._put_state(key, value)
+
+    def _put_state(self, key: str, value: str) -> None:
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

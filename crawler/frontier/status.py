@@ -1,0 +1,79 @@
+"""Reading where a crawl stands from its SQLite checkpoint, without crawling or locking.
+
+Safe while a crawl is running: the file is opened read-only, and WAL lets a reader see the
+last commit without blocking the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..exceptions import CheckpointError
+from .base import SEEDED, FrontierCounts, State
+from .sqlite import check_schema, lock_holder
+
+
+@dataclass(frozen=True, slots=True)
+class SpiderStatus:
+    spider: str
+    counts: FrontierCounts
+    finished: bool
+    last_activity: float | None  # time.time() of the last commit
+    in_flight_owners: dict[str, int] = field(default_factory=dict)  # owner -> leases it holds
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStatus:
+    path: Path
+    running: str | None  # the owner of the crawl running now, if any
+    spiders: list[SpiderStatus]
+
+
+def read_status(path: Path) -> CheckpointStatus:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no checkpoint yet; nothing has been crawled")
+    running = lock_holder(path)
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            check_schema(db, path)
+            spiders = [_spider_status(db, spider_id, name) for spider_id, name in db.execute(
+                "SELECT id, name FROM spiders ORDER BY id"
+            ).fetchall()]
+    except sqlite3.Error as error:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({error})") from None
+    return CheckpointStatus(path, running, spiders)
+
+
+def _spider_status(db: sqlite3.Connection, spider_id: int, name: str) -> SpiderStatus:
+    by_state = dict(
+        db.execute("SELECT state, count(*) FROM requests WHERE spider = ? GROUP BY state", (spider_id,))
+    )
+    (items,) = db.execute("SELECT count(*) FROM items WHERE spider = ?", (spider_id,)).fetchone()
+    (rejected,) = db.execute("SELECT count(*) FROM rejected WHERE spider = ?", (spider_id,)).fetchone()
+    counts = FrontierCounts(
+        queued=by_state.get(State.QUEUED, 0),
+        in_flight=by_state.get(State.IN_FLIGHT, 0),
+        done=by_state.get(State.DONE, 0),
+        failed=by_state.get(State.FAILED, 0),
+        items=items,
+        rejected=rejected,
+    )
+    owners = dict(
+        db.execute(
+            "SELECT coalesce(owner, '?'), count(*) FROM requests WHERE spider = ? AND state = 1 GROUP BY owner",
+            (spider_id,),
+        )
+    )
+    state = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (f"spider:{spider_id}:%",)))
+    seeded = f"spider:{spider_id}:{SEEDED}" in state
+    last = state.get(f"spider:{spider_id}:last_activity")
+    return SpiderStatus(
+        spider=name,
+        counts=counts,
+        finished=seeded and not counts.queued and not counts.in_flight,
+        last_activity=float(last) if last else None,
+        in_flight_owners=owners,
+    )
