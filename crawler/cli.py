@@ -1,6 +1,7 @@
-"""``crawler``: run, check and list the crawls a config.toml describes.
+"""``crawler``: run, check and list the crawls a config.toml describes, and inspect their checkpoint.
 
 Exit codes: 0 done (or already finished), 1 the run failed, 2 the config or command line is wrong,
+3 the checkpoint cannot be used (in use, not a checkpoint, for other spiders, newer, disk full),
 130 the crawl was stopped (Ctrl-C or SIGTERM) and can be resumed by running the same command.
 """
 
@@ -16,7 +17,7 @@ from rich.logging import RichHandler
 
 from . import __version__
 from .config import Config, load_config
-from .exceptions import ConfigError, CrawlerError, LoginFailed
+from .exceptions import CheckpointError, ConfigError, CrawlerError, LoginFailed, OutputError
 from .auth.setup import check_secrets, environment
 from .loader import load_spiders
 from .practice import PracticeSite
@@ -24,6 +25,7 @@ from .practice import PracticeSite
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_CHECKPOINT = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -40,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path, metavar="CONFIG")
     listing = commands.add_parser("list", help="list the spiders a config would run")
     listing.add_argument("config", type=Path, metavar="CONFIG")
+    status = commands.add_parser("status", help="show where the crawl stands, from its checkpoint")
+    status.add_argument("config", type=Path, metavar="CONFIG")
+    retry = commands.add_parser("retry-failed", help="queue requests that ran out of retries again")
+    retry.add_argument("config", type=Path, metavar="CONFIG")
+    retry.add_argument("--spider", metavar="NAME", help="only this spider's failed requests")
+    retry.add_argument("--status", type=int, action="append", default=[], metavar="CODE",
+                       help="only those that failed with this HTTP status (repeatable)")
+    retry.add_argument("--kind", action="append", default=[], metavar="KIND",
+                       help="only those that failed with this error kind, e.g. ReadTimeout, "
+                            "ConnectError, CallbackError (repeatable)")
     return parser
 
 
@@ -64,6 +76,26 @@ def _list(config: Config, out: Console) -> int:
         cls = type(spider)
         args = f"  args: {entry.args}" if entry.args else ""
         out.print(f"{spider.name}  ({cls.__module__}:{cls.__qualname__}){args}")
+    return EXIT_OK
+
+
+def _status(config: Config, out: Console) -> int:
+    from .frontier.status import read_status
+    from .progress import print_status
+
+    print_status(out, read_status(config.resolve(config.checkpoint.path)))
+    return EXIT_OK
+
+
+def _retry_failed(config: Config, args: argparse.Namespace, out: Console) -> int:
+    from .runner import open_checkpoint
+
+    names = [spider.name for spider in load_spiders(config, args.spider).values()]
+    with open_checkpoint(config) as checkpoint:
+        for name in names:
+            requeued = checkpoint.frontier(name).retry_failed(args.status, args.kind)
+            out.print(f"{name}: {requeued} failed request{'s' if requeued != 1 else ''} queued again")
+    out.print(f"Run `crawler run {args.config}` to fetch them.")
     return EXIT_OK
 
 
@@ -95,11 +127,20 @@ def main(argv: list[str] | None = None) -> int:
             return _check(config, args.config, out)
         if args.command == "list":
             return _list(config, out)
+        if args.command == "status":
+            return _status(config, out)
+        if args.command == "retry-failed":
+            return _retry_failed(config, args, out)
         return _run(config, args, out, err)
     except ConfigError as error:
         for problem in error.problems:
             err.print(problem)
         return EXIT_CONFIG
+    except (CheckpointError, OutputError) as error:
+        err.print(f"crawler: {error}")
+        if "cannot write" in str(error):
+            err.print("What was committed is safe: free some space (or fix permissions) and run the same command.")
+        return EXIT_CHECKPOINT if isinstance(error, CheckpointError) else EXIT_FAILED
     except LoginFailed as error:
         err.print(f"crawler: {error}")
         err.print("Nothing was lost: fix the login and run the same command to continue.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import ContextManager
 
 from rich.console import Console, RenderableType
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from .engine import Crawl
 from .frontier.base import FrontierCounts, ResumeInfo
+from .frontier.status import CheckpointStatus
 from .runner import RunReport
 from .stats import Stats
 
@@ -63,6 +65,28 @@ def _progress_line(crawl: Crawl, stats: Stats) -> RenderableType:
         f"  pages {counts.done}  queued {counts.queued}  in flight {counts.in_flight}  "
         f"items {counts.items}  errors {errors}  {pages / elapsed:,.0f} pages/s  {elapsed:,.0f}s",
     )
+
+
+def print_status(console: Console, status: CheckpointStatus) -> None:
+    """One line per spider (easy to read, and to grep), then who holds what."""
+    console.print(f"Checkpoint: {status.path}")
+    for spider in status.spiders:
+        counts = spider.counts
+        last = (
+            datetime.fromtimestamp(spider.last_activity).strftime("%Y-%m-%d %H:%M:%S")
+            if spider.last_activity
+            else "never"
+        )
+        console.print(
+            f"{spider.spider}: {'finished' if spider.finished else 'unfinished'}; "
+            f"{counts.done} done, {counts.queued} queued, {counts.in_flight} in flight, "
+            f"{counts.failed} failed; {counts.items} items, {counts.rejected} rejected; "
+            f"last activity {last}"
+        )
+        for owner, leases in sorted(spider.in_flight_owners.items()):
+            whose = "running" if owner == status.running else "gone; taken back on the next run"
+            console.print(f"  {leases} in flight held by {owner} ({whose})")
+    console.print(f"A crawl is running now: {status.running}" if status.running else "No crawl is running.")
 
 
 def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) -> None:

@@ -35,7 +35,7 @@ from .base import (
     StoredItem,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Marks the file as ours, so any other SQLite database is refused rather than written into.
 APPLICATION_ID = 0x43524157  # "CRAW"
 
@@ -74,8 +74,14 @@ CREATE TABLE rejected (
 """
 
 
-def check_schema(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse a file that is not a checkpoint of ours, or one from a newer crawler."""
+# What each older schema needs to become the next: index 0 takes schema 1 to 2, and so on.
+_MIGRATIONS = (
+    "ALTER TABLE requests ADD COLUMN error_kind TEXT",  # 2: failed requests keep their error kind
+)
+
+
+def check_schema(db: sqlite3.Connection, path: Path) -> int:
+    """Refuse a file that is not a checkpoint of ours, or one from a newer crawler; its version."""
     (application_id,) = db.execute("PRAGMA application_id").fetchone()
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if application_id != APPLICATION_ID:
@@ -85,6 +91,16 @@ def check_schema(db: sqlite3.Connection, path: Path) -> None:
             f"{path}: checkpoint schema {version} is newer than this crawler's "
             f"({SCHEMA_VERSION}); upgrade crawler"
         )
+    return int(version)
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring an older checkpoint up to this schema, in one transaction."""
+    db.execute("BEGIN")
+    for statement in _MIGRATIONS[version - 1 :]:
+        db.execute(statement)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.execute("COMMIT")
 
 
 def lock_holder(path: Path) -> str | None:
@@ -159,7 +175,9 @@ class Checkpoint:
         )
 
     def _check(self, db: sqlite3.Connection) -> None:
-        check_schema(db, self.path)
+        version = check_schema(db, self.path)
+        if version < SCHEMA_VERSION:
+            _migrate(db, version)
 
     def claim_spider_set(self, spiders: list[str]) -> None:
         """Record which spiders this checkpoint is for, or refuse a config that runs others.

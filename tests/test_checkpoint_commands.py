@@ -1,0 +1,171 @@
+"""`crawler status`, `crawler retry-failed`, and the checkpoint's refusals and failures, run as the
+user runs them: the real CLI in a subprocess, against the practice site, on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from crawler.frontier.sqlite import SCHEMA_VERSION, Checkpoint
+from crawler.practice import PracticeSite
+from helpers import wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_project(folder: Path, site: PracticeSite, *, spiders: tuple[str, ...] = ("products",), extra: str = "") -> None:
+    (folder / "spiders").mkdir(exist_ok=True)
+    (folder / "spiders" / "__init__.py").touch()
+    (folder / "spiders" / "products.py").write_text((REPO / "spiders" / "products.py").read_text())
+    (folder / "spiders" / "probe.py").write_text(
+        textwrap.dedent(
+            """
+            from crawler import Request, Spider
+
+            class Probe(Spider):
+                name = "probe"
+                urls = []
+
+                def start_requests(self):
+                    for url in self.urls:
+                        yield Request(url)
+
+                def parse(self, response):
+                    yield {"url": response.url}
+            """
+        )
+    )
+    entries = "\n".join(
+        f'[[spiders]]\nspider = "{name}"\nargs = {{ start_url = "{site.url}/" }}\n'
+        if name == "products"
+        else f'[[spiders]]\nspider = "{name}"\n'
+        for name in spiders
+    )
+    (folder / "config.toml").write_text(entries + "[crawl]\nworkers = 4\n" + textwrap.dedent(extra))
+
+
+def cli(folder: Path, *args: str, **popen: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crawler.cli", *args],
+        cwd=folder,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **popen,  # type: ignore[arg-type]
+    )
+
+
+def test_status_shows_a_running_crawl_and_what_a_killed_one_left_in_flight(tmp_path: Path) -> None:
+    with PracticeSite(products=300, latency=0.05) as site:
+        write_project(tmp_path, site)
+        log = open(tmp_path / "run.log", "w")
+        with log, subprocess.Popen(
+            [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=tmp_path, stdout=log, stderr=log
+        ) as crawl:
+            wait_until(lambda: site.counters.hits("/catalogue/page/3") > 0)
+            running = cli(tmp_path, "status", "config.toml")
+            crawl.send_signal(signal.SIGKILL)
+            crawl.wait(timeout=30)
+        assert running.returncode == 0, running.stderr
+        assert f":{crawl.pid}" in running.stdout and "A crawl is running now" in running.stdout
+        assert "products: unfinished;" in running.stdout
+
+        after = cli(tmp_path, "status", "config.toml")
+        assert after.returncode == 0
+        assert "No crawl is running." in after.stdout
+        assert f"held by " in after.stdout and "gone; taken back on the next run" in after.stdout
+
+        cli(tmp_path, "run", "config.toml")
+        final = cli(tmp_path, "status", "config.toml").stdout
+        assert "products: finished; 316 done, 0 queued, 0 in flight, 0 failed; 300 items" in final
+
+
+def test_status_without_a_checkpoint_says_so(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        write_project(tmp_path, site)
+    result = cli(tmp_path, "status", "config.toml")
+    assert result.returncode == 3
+    assert "no checkpoint yet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_retry_failed_queues_failures_again_by_status(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        urls = [f"{site.url}/flaky/outage?fail=3", f"{site.url}/status/404", f"{site.url}/links/target/1"]
+        write_project(
+            tmp_path,
+            site,
+            spiders=("probe",),
+            extra=f"[retry]\nattempts = 2\nbackoff = {{ initial = 0.01, max = 0.01, jitter = 0 }}\n",
+        )
+        config = tmp_path / "config.toml"
+        config.write_text(config.read_text().replace('spider = "probe"\n', f'spider = "probe"\nargs = {{ urls = {json.dumps(urls)} }}\n'))
+        assert cli(tmp_path, "run", "config.toml").returncode == 0
+        assert "0 queued, 0 in flight, 2 failed" in cli(tmp_path, "status", "config.toml").stdout
+
+        retried = cli(tmp_path, "retry-failed", "config.toml", "--status", "503")
+        assert retried.returncode == 0, retried.stderr
+        assert "probe: 1 failed request queued again" in retried.stdout
+        assert cli(tmp_path, "run", "config.toml").returncode == 0
+        # Two attempts in the first run, then the outage (3 failures) ends on the second retry.
+        assert site.counters.attempts("outage") == 4
+        assert "probe: finished; 2 done, 0 queued, 0 in flight, 1 failed; 2 items" in cli(tmp_path, "status", "config.toml").stdout
+
+        by_kind = cli(tmp_path, "retry-failed", "config.toml", "--kind", "HTTPStatusError")
+        assert "probe: 1 failed request queued again" in by_kind.stdout
+
+
+def test_a_checkpoint_for_other_spiders_is_refused_until_fresh(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        write_project(tmp_path, site)
+        assert cli(tmp_path, "run", "config.toml").returncode == 0
+        write_project(tmp_path, site, spiders=("products", "probe"), extra='[output]\npath = "output/{spider}.jsonl"\n')
+        refused = cli(tmp_path, "run", "config.toml")
+        assert refused.returncode == 3
+        [line] = refused.stderr.splitlines()
+        assert "written for spiders products, but the config runs probe, products" in line
+        assert cli(tmp_path, "run", "config.toml", "--fresh").returncode == 0
+
+
+def test_a_full_disk_stops_the_crawl_cleanly_and_loses_nothing(tmp_path: Path) -> None:
+    def limit_file_size() -> None:
+        # A file may not grow past 160 kB: writes beyond fail with EFBIG, as on a full disk.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (160_000, 160_000))
+
+    with PracticeSite(products=1000) as site:
+        write_project(tmp_path, site)
+        full = cli(tmp_path, "run", "config.toml", preexec_fn=limit_file_size)
+        assert full.returncode in (1, 3), full.stderr
+        assert "Traceback" not in full.stderr
+        assert "cannot write" in full.stderr
+        items_then = len((tmp_path / "output" / "products.jsonl").read_text().splitlines())
+        assert items_then < 1000
+
+        assert cli(tmp_path, "run", "config.toml").returncode == 0
+        ids = [json.loads(line)["id"] for line in (tmp_path / "output" / "products.jsonl").read_text().splitlines()]
+        assert sorted(ids) == list(range(1, 1001))
+
+
+def test_a_checkpoint_from_schema_1_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.db"
+    Checkpoint(path, "test").close()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE requests DROP COLUMN error_kind")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    with Checkpoint(path, "test") as checkpoint:
+        columns = [row[1] for row in checkpoint.db.execute("PRAGMA table_info(requests)")]
+        (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
+    assert "error_kind" in columns and version == SCHEMA_VERSION == 2
