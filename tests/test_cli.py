@@ -282,7 +282,7 @@ def test_run_refuses_a_garbage_checkpoint(tmp_path: Path, site: PracticeSite) ->
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"\x00\x01garbage, not SQLite\n" * 100)
 
-    lines = assert_clean_failure(crawler_cli("run", "config.toml", cwd=tmp_path), 1)
+    lines = assert_clean_failure(crawler_cli("run", "config.toml", cwd=tmp_path),3)  # 3: the checkpoint cannot be used
 
     assert len(lines) == 1
     assert lines[0].startswith("crawler: ")
@@ -299,7 +299,7 @@ def test_run_refuses_another_sqlite_database(tmp_path: Path, site: PracticeSite)
         db.execute("CREATE TABLE accounts (name TEXT)")
         db.commit()
 
-    lines = assert_clean_failure(crawler_cli("run", "config.toml", cwd=tmp_path), 1)
+    lines = assert_clean_failure(crawler_cli("run", "config.toml", cwd=tmp_path),3)  # 3: the checkpoint cannot be used
 
     assert lines == [f"crawler: {checkpoint}: not a crawler checkpoint; use --fresh to replace it"]
     with closing(sqlite3.connect(checkpoint)) as db:
