@@ -128,7 +128,7 @@ class Crawl:
                 continue
             try:
                 completion = self.processor.process(lease)
-            except Exception as error:
+            except BaseException as error:  # noqa: BLE001 - a worker that dies would hold its lease forever
                 # A bug of ours, not the site's or the spider's: fail the request (so it is not
                 # retried into the same bug forever) and keep the worker alive.
                 self.stats.inc("internal_errors")

@@ -91,9 +91,10 @@ class LeaseProcessor:
                         "%s.%s yielded a %s for %s; expected a Request, a dict or a model",
                         self.spider.name, name, type(output).__name__, response.url,
                     )
-        except Exception as error:
+        except BaseException as error:  # noqa: BLE001 - sys.exit() in a callback must not kill the worker
             # Output yielded before the error is dropped with it: a page's results are committed
             # whole or not at all, so a later retry of the failed page cannot duplicate them.
+            # (KeyboardInterrupt is only ever raised in the main thread, never here.)
             self.stats.inc("callback_errors")
             logger.error("callback %s raised for %s", name, response.url, exc_info=True)
             return Completion(lease, attempts, f"callback error: {type(error).__name__}: {error}", "CallbackError")

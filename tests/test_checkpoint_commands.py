@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.frontier.base import FrontierCounts
 from crawler.frontier.sqlite import SCHEMA_VERSION, Checkpoint
 from crawler.practice import PracticeSite
 from helpers import wait_until
@@ -158,14 +159,46 @@ def test_a_full_disk_stops_the_crawl_cleanly_and_loses_nothing(tmp_path: Path) -
         assert sorted(ids) == list(range(1, 1001))
 
 
+SCHEMA_1 = """
+PRAGMA application_id = 1129464151;
+PRAGMA user_version = 1;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE spiders (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE requests (
+    fingerprint BLOB PRIMARY KEY, spider INTEGER NOT NULL, seq INTEGER NOT NULL, state INTEGER NOT NULL,
+    priority INTEGER NOT NULL, depth INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT, request TEXT, error TEXT
+) WITHOUT ROWID;
+CREATE INDEX requests_queued ON requests (spider, priority DESC, seq) WHERE state = 0;
+CREATE INDEX requests_unfinished ON requests (spider, state) WHERE state IN (1, 3);
+CREATE TABLE items (id INTEGER PRIMARY KEY, spider INTEGER NOT NULL, fingerprint BLOB NOT NULL, data TEXT NOT NULL);
+CREATE INDEX items_by_spider ON items (spider, id);
+CREATE TABLE rejected (id INTEGER PRIMARY KEY, spider INTEGER NOT NULL, url TEXT NOT NULL, error TEXT NOT NULL,
+                       data TEXT NOT NULL);
+INSERT INTO spiders VALUES (1, 'old');
+INSERT INTO requests VALUES
+    (x'01', 1, 1, 2, 0, 0, 1, NULL, NULL, NULL),
+    (x'02', 1, 2, 0, 0, 1, 0, NULL, '{"url":"http://h/queued"}', NULL),
+    (x'03', 1, 3, 1, 5, 1, 0, 'dead:1', '{"url":"http://h/in-flight","priority":5}', NULL),
+    (x'04', 1, 4, 3, 0, 2, 4, NULL, '{"url":"http://h/failed"}', 'HTTP 503');
+INSERT INTO items VALUES (1, 1, x'01', '{"a":1}');
+"""
+
+
 def test_a_checkpoint_from_schema_1_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.db"
-    Checkpoint(path, "test").close()
     with closing(sqlite3.connect(path)) as db:
-        db.execute("ALTER TABLE requests DROP COLUMN error_kind")
-        db.execute("PRAGMA user_version = 1")
-        db.commit()
+        db.executescript(SCHEMA_1)
     with Checkpoint(path, "test") as checkpoint:
-        columns = [row[1] for row in checkpoint.db.execute("PRAGMA table_info(requests)")]
         (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
-    assert "error_kind" in columns and version == SCHEMA_VERSION == 2
+        (auto_vacuum,) = checkpoint.db.execute("PRAGMA auto_vacuum").fetchone()
+        frontier = checkpoint.frontier("old")
+        assert frontier.resume.reclaimed == 1  # the dead process's lease came back
+        assert frontier.counts() == FrontierCounts(queued=2, done=1, failed=1, items=1)
+        leases = frontier.lease(10)
+        assert [lease.request.url for lease in leases] == ["http://h/in-flight", "http://h/queued"]
+        [failure] = frontier.failed(10)
+        assert (failure.url, failure.attempts, failure.error) == ("http://h/failed", 4, "HTTP 503")
+        assert frontier.retry_failed(statuses=[503]) == 1
+    assert version == SCHEMA_VERSION == 3
+    assert auto_vacuum == 2  # incremental

@@ -138,13 +138,12 @@ def test_lease_marks_rows_in_flight_and_counts_them(frontier: SQLiteFrontier, ch
     assert frontier.lease(5) == []  # nothing is leased twice
 
 
-def test_lease_carries_depth_attempts_and_the_request(frontier: SQLiteFrontier) -> None:
+def test_lease_carries_depth_and_the_request(frontier: SQLiteFrontier) -> None:
     request = Request(BASE + "/a", "parse_item", meta={"page": 2}, priority=1)
     frontier.add([Pending(request, depth=3)])
     (lease,) = frontier.lease(1)
     assert lease.request == request
     assert lease.depth == 3
-    assert lease.attempts == 0
     assert len(lease.fingerprint) == 16
 
 
@@ -179,9 +178,10 @@ def test_complete_commits_items_and_children_and_drops_done_request(
     assert [item.data for item in frontier.items_after(0, 10)] == ['{"n":1}', '{"n":2}']
     assert frontier.rejected(10) == [RejectedItem(BASE + "/list", "price: missing", '{"n":3}')]
     # Committed to the file, and the done row keeps only its fingerprint and counters.
-    assert rows(checkpoint_path, "SELECT state, attempts, request, owner FROM requests WHERE depth = 0") == [
-        (State.DONE, 2, None, None)
+    assert rows(checkpoint_path, "SELECT state, attempts, request, owner, depth FROM requests WHERE state = 2") == [
+        (State.DONE, 2, None, None, None)
     ]
+    assert rows(checkpoint_path, "SELECT count(*) FROM queue") == [(2,)]  # the children only
     children = frontier.lease(10)
     assert [(lease.request.url, lease.depth) for lease in children] == [
         (BASE + "/item/1", 1),
@@ -230,7 +230,6 @@ def test_release_puts_leases_back_untouched(frontier: SQLiteFrontier) -> None:
     assert frontier.counts() == FrontierCounts(queued=2)
     again = frontier.lease(2)
     assert [lease.request for lease in again] == [lease.request for lease in leases]
-    assert [lease.attempts for lease in again] == [0, 0]
 
 
 def test_is_finished_when_nothing_is_queued_or_in_flight(frontier: SQLiteFrontier) -> None:

@@ -41,12 +41,12 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A request handed to a worker. ``attempts`` counts tries made under earlier leases."""
+    """A request handed to a worker. ``entry`` is the backend's handle on its queue entry."""
 
     fingerprint: bytes
     request: Request
     depth: int
-    attempts: int
+    entry: int
 
 
 @dataclass(frozen=True, slots=True)

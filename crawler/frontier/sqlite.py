@@ -1,14 +1,19 @@
 """The embedded checkpoint: one SQLite file (WAL) holding every spider's frontier, seen-set and items.
 
-The seen-set is the requests table itself, keyed by a 16-byte fingerprint, so it lives on disk and
-costs the process no memory. A finished row keeps only its fingerprint and counters: the request
-body is dropped once it is done. Requests are stored as JSON, never pickled.
+Two tables share the work, so that the seen-set stays small on disk:
+
+- ``seen`` is the seen-set: one row of fixed size per request ever queued (a 16-byte fingerprint,
+  its state and attempt count). Rows never shrink, so its pages stay full: about 30 bytes per URL.
+- ``queue`` holds the requests still to do or in flight, as JSON (never pickled). A row is deleted
+  when its request is done, so its pages are reused, and given back with incremental vacuum.
+
+A failed request's JSON moves to its ``seen`` row, so it can be queued again. The ``requests``
+view shows both tables as one, for people inspecting a checkpoint.
 
 One process at a time owns a checkpoint file: an advisory lock on ``<file>.lock`` is taken on
 open and dies with the process, so a killed crawl never leaves a stale lock behind. Because of
 that lock, whatever a previous run left in flight is known to be abandoned and is requeued at once.
 """
-
 from __future__ import annotations
 
 import fcntl
@@ -35,28 +40,13 @@ from .base import (
     StoredItem,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Marks the file as ours, so any other SQLite database is refused rather than written into.
 APPLICATION_ID = 0x43524157  # "CRAW"
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE spiders (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE requests (
-    fingerprint BLOB PRIMARY KEY,
-    spider INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    state INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    depth INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    request TEXT,
-    error TEXT,
-    error_kind TEXT
-) WITHOUT ROWID;
-CREATE INDEX requests_queued ON requests (spider, priority DESC, seq) WHERE state = 0;
-CREATE INDEX requests_unfinished ON requests (spider, state) WHERE state IN (1, 3);
 CREATE TABLE items (
     id INTEGER PRIMARY KEY,
     spider INTEGER NOT NULL,
@@ -73,10 +63,55 @@ CREATE TABLE rejected (
 );
 """
 
+# Schema 3: the seen-set and the queue apart (see the module docstring), and the view.
+_FRONTIER_TABLES = """
+CREATE TABLE seen (
+    fingerprint BLOB PRIMARY KEY,
+    spider INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    error_kind TEXT,
+    request TEXT,
+    depth INTEGER
+) WITHOUT ROWID;
+CREATE INDEX seen_failed ON seen (spider) WHERE state = 3;
+CREATE TABLE queue (
+    seq INTEGER PRIMARY KEY,
+    spider INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    owner TEXT,
+    request TEXT NOT NULL
+);
+CREATE INDEX queue_ready ON queue (spider, priority DESC, seq) WHERE owner IS NULL;
+CREATE INDEX queue_leased ON queue (spider, owner) WHERE owner IS NOT NULL;
+CREATE VIEW requests AS
+SELECT seen.fingerprint, seen.spider, queue.seq,
+       CASE WHEN queue.owner IS NOT NULL THEN 1 ELSE seen.state END AS state,
+       queue.priority, coalesce(queue.depth, seen.depth) AS depth, seen.attempts, queue.owner,
+       coalesce(queue.request, seen.request) AS request, seen.error, seen.error_kind
+FROM seen LEFT JOIN queue ON queue.fingerprint = seen.fingerprint;
+"""
 
 # What each older schema needs to become the next: index 0 takes schema 1 to 2, and so on.
-_MIGRATIONS = (
-    "ALTER TABLE requests ADD COLUMN error_kind TEXT",  # 2: failed requests keep their error kind
+_MIGRATIONS: tuple[str, ...] = (
+    # 2: failed requests keep their error kind
+    "ALTER TABLE requests ADD COLUMN error_kind TEXT;",
+    # 3: the one requests table split into seen and queue
+    _FRONTIER_TABLES.replace("CREATE VIEW requests", "CREATE VIEW requests_v3")
+    + """
+    INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth)
+    SELECT fingerprint, spider, CASE state WHEN 1 THEN 0 ELSE state END, attempts, error, error_kind,
+           CASE WHEN state = 3 THEN request END, CASE WHEN state = 3 THEN depth END
+    FROM requests;
+    INSERT INTO queue (spider, fingerprint, priority, depth, owner, request)
+    SELECT spider, fingerprint, priority, depth, owner, request FROM requests WHERE state IN (0, 1) ORDER BY seq;
+    DROP TABLE requests;
+    DROP VIEW requests_v3;
+    """
+    + _FRONTIER_TABLES[_FRONTIER_TABLES.index("CREATE VIEW requests") :],
 )
 
 
@@ -96,11 +131,16 @@ def check_schema(db: sqlite3.Connection, path: Path) -> int:
 
 def _migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring an older checkpoint up to this schema, in one transaction."""
-    db.execute("BEGIN")
-    for statement in _MIGRATIONS[version - 1 :]:
-        db.execute(statement)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    db.execute("COMMIT")
+    steps = "".join(_MIGRATIONS[version - 1 :])
+    try:
+        db.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    except sqlite3.Error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    if version < 3:
+        # Incremental vacuum can only be switched on by rebuilding the file once.
+        db.executescript("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
 
 
 def lock_holder(path: Path) -> str | None:
@@ -146,13 +186,12 @@ class Checkpoint:
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as error:
             raise CheckpointError(f"{self.path}: cannot open checkpoint: {error}") from None
         try:
-            if fresh:
+            if self._is_empty(db):
                 self._create(db)
             else:
                 self._check(db)
@@ -168,10 +207,24 @@ class Checkpoint:
             raise
         return db
 
+    @staticmethod
+    def _is_empty(db: sqlite3.Connection) -> bool:
+        """No schema yet: a new file, or one whose creation was killed half-way.
+
+        Asked of SQLite, not of the file size: a process killed while creating the checkpoint
+        leaves a non-empty file and a hot journal, which SQLite rolls back to nothing on this
+        first read.
+        """
+        (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        (application_id,) = db.execute("PRAGMA application_id").fetchone()
+        return tables == 0 and application_id == 0
+
     def _create(self, db: sqlite3.Connection) -> None:
+        # auto_vacuum must be chosen before the first table exists: it lets close() give back
+        # the pages that finished queue rows leave behind.
         db.executescript(
-            f"BEGIN; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-            f"{_SCHEMA} COMMIT;"
+            f"PRAGMA auto_vacuum = INCREMENTAL; BEGIN; PRAGMA application_id = {APPLICATION_ID};"
+            f" PRAGMA user_version = {SCHEMA_VERSION}; {_TABLES} {_FRONTIER_TABLES} COMMIT;"
         )
 
     def _check(self, db: sqlite3.Connection) -> None:
@@ -204,7 +257,7 @@ class Checkpoint:
         spider_id = self.spider_id(spider)
         with self.db:
             self.db.execute("BEGIN")
-            for table in ("requests", "items", "rejected"):
+            for table in ("seen", "queue", "items", "rejected"):
                 self.db.execute(f"DELETE FROM {table} WHERE spider = ?", (spider_id,))
             self.db.execute("DELETE FROM meta WHERE key LIKE ?", (f"spider:{spider_id}:%",))
 
@@ -216,8 +269,15 @@ class Checkpoint:
         self._lock_file.close()
 
     def close(self) -> None:
-        self.db.close()
-        self._release_lock()
+        try:
+            # Give the pages of finished queue rows back to the file system. executescript, not
+            # execute: the pragma frees one page per step, and a script runs it to the end.
+            self.db.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error:
+            pass  # a full disk or a read-only file: the checkpoint is still whole, only larger
+        finally:
+            self.db.close()
+            self._release_lock()
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -268,68 +328,73 @@ class SQLiteFrontier:
         self._db = checkpoint.db
         self._owner = checkpoint.owner
         self._id = checkpoint.spider_id(spider)
-        (last_seq,) = self._db.execute(
-            "SELECT coalesce(max(seq), 0) FROM requests WHERE spider = ?", (self._id,)
-        ).fetchone()
-        self._seq = int(last_seq)
+        # Children are staged here, then queued in one statement unless already seen.
+        self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS candidates"
+            " (position INTEGER, fingerprint BLOB, priority INTEGER, depth INTEGER, request TEXT)"
+        )
         self.resume = ResumeInfo(reclaimed=self._reclaim_in_flight())
         self._counts = self._count()
         self.resume.counts = self.counts()
 
     def _reclaim_in_flight(self) -> int:
         """Requeue what an earlier run left in flight: we hold the lock, so its owner is gone."""
-        cursor = self._db.execute(
-            "UPDATE requests SET state = 0, owner = NULL WHERE spider = ? AND state = 1", (self._id,)
-        )
-        return cursor.rowcount
+        with self._db:
+            self._db.execute("BEGIN")
+            return self._db.execute(
+                "UPDATE queue SET owner = NULL WHERE spider = ? AND owner IS NOT NULL", (self._id,)
+            ).rowcount
 
     def _count(self) -> dict[str, int]:
         counts = dict.fromkeys(("queued", "in_flight", "done", "failed", "items", "rejected"), 0)
-        names = {State.QUEUED: "queued", State.IN_FLIGHT: "in_flight", State.DONE: "done", State.FAILED: "failed"}
+        names = {State.DONE: "done", State.FAILED: "failed"}
         for state, number in self._db.execute(
-            "SELECT state, count(*) FROM requests WHERE spider = ? GROUP BY state", (self._id,)
+            "SELECT state, count(*) FROM seen WHERE spider = ? AND state IN (2, 3) GROUP BY state", (self._id,)
         ):
             counts[names[State(state)]] = number
+        for leased, number in self._db.execute(
+            "SELECT owner IS NOT NULL, count(*) FROM queue WHERE spider = ? GROUP BY 1", (self._id,)
+        ):
+            counts["in_flight" if leased else "queued"] = number
         for table in ("items", "rejected"):
             (counts[table],) = self._db.execute(
                 f"SELECT count(*) FROM {table} WHERE spider = ?", (self._id,)
             ).fetchone()
         return counts
 
-    def _rows(self, pending: Iterable[Pending]) -> list[tuple[object, ...]]:
-        rows = []
-        for entry in pending:
-            self._seq += 1
-            rows.append(
-                (
-                    fingerprint(self.spider, entry.request),
-                    self._id,
-                    self._seq,
-                    entry.request.priority,
-                    entry.depth,
-                    entry.request.to_json(),
-                )
-            )
-        return rows
-
-    def _insert(self, rows: list[tuple[object, ...]]) -> int:
+    def _queue_new(self, pending: Iterable[Pending]) -> int:
+        """Queue the requests whose fingerprint was never seen; inside the caller's transaction."""
+        rows = [
+            (position, fingerprint(self.spider, entry.request), entry.request.priority, entry.depth,
+             entry.request.to_json())
+            for position, entry in enumerate(pending)
+        ]
         if not rows:
             return 0
-        cursor = self._db.executemany(
-            "INSERT OR IGNORE INTO requests (fingerprint, spider, seq, state, priority, depth, request)"
-            " VALUES (?, ?, ?, 0, ?, ?, ?)",
-            rows,
+        self._db.executemany("INSERT INTO temp.candidates VALUES (?, ?, ?, ?, ?)", rows)
+        # One row per new fingerprint (the first of a batch's duplicates), in the order given.
+        added = self._db.execute(
+            "INSERT INTO queue (spider, fingerprint, priority, depth, request)"
+            " SELECT ?, fingerprint, priority, depth, request FROM ("
+            "  SELECT min(position) AS position, fingerprint, priority, depth, request"
+            "  FROM temp.candidates AS c"
+            "  WHERE NOT EXISTS (SELECT 1 FROM seen WHERE seen.fingerprint = c.fingerprint)"
+            "  GROUP BY fingerprint) ORDER BY position",
+            (self._id,),
+        ).rowcount
+        self._db.execute(
+            "INSERT OR IGNORE INTO seen (fingerprint, spider, state) SELECT fingerprint, ?, 0 FROM temp.candidates",
+            (self._id,),
         )
-        added = cursor.rowcount
+        self._db.execute("DELETE FROM temp.candidates")
         self._counts["queued"] += added
         return added
 
     @_checkpoint_errors
     def add(self, pending: Iterable[Pending]) -> int:
-        rows = self._rows(pending)
         with self._db:
             self._db.execute("BEGIN")
-            return self._insert(rows)
+            return self._queue_new(pending)
 
     @_checkpoint_errors
     def lease(self, limit: int) -> list[Lease]:
@@ -338,25 +403,26 @@ class SQLiteFrontier:
         with self._db:
             self._db.execute("BEGIN")
             rows = self._db.execute(
-                "UPDATE requests SET state = 1, owner = ? WHERE fingerprint IN ("
-                " SELECT fingerprint FROM requests WHERE spider = ? AND state = 0"
+                "UPDATE queue SET owner = ? WHERE seq IN ("
+                " SELECT seq FROM queue WHERE spider = ? AND owner IS NULL"
                 " ORDER BY priority DESC, seq LIMIT ?)"
-                " RETURNING fingerprint, request, depth, attempts, priority, seq",
+                " RETURNING seq, fingerprint, request, depth, priority",
                 (self._owner, self._id, limit),
             ).fetchall()
         self._counts["queued"] -= len(rows)
         self._counts["in_flight"] += len(rows)
         # RETURNING gives no order guarantee; hand work out in queue order.
-        rows.sort(key=lambda row: (-row[4], row[5]))
-        return [Lease(row[0], Request.from_json(row[1]), row[2], row[3]) for row in rows]
+        rows.sort(key=lambda row: (-row[4], row[0]))
+        return [Lease(fp, Request.from_json(text), depth, entry=seq) for seq, fp, text, depth, _ in rows]
 
     @_checkpoint_errors
     def complete(self, completions: Sequence[Completion]) -> None:
         if not completions:
             return
-        done, failed, children, items, rejected = [], [], [], [], []
+        finished, done, failed, children, items, rejected = [], [], [], [], [], []
         for completion in completions:
             lease = completion.lease
+            finished.append((lease.entry,))
             if completion.error is None:
                 done.append((completion.attempts, lease.fingerprint))
                 children.extend(completion.children)
@@ -365,22 +431,24 @@ class SQLiteFrontier:
                     (self._id, reject.url, reject.error, reject.data) for reject in completion.rejected
                 )
             else:
-                failed.append((completion.attempts, completion.error, completion.error_kind, lease.fingerprint))
-        child_rows = self._rows(children)
+                failed.append(
+                    (completion.attempts, completion.error, completion.error_kind,
+                     lease.request.to_json(), lease.depth, lease.fingerprint)
+                )
         with self._db:
             self._db.execute("BEGIN")
-            # The request is dropped from a done row: its fingerprint is all the seen-set needs.
+            # The queue row goes; the seen row stays, small, as the memory that it was fetched.
+            self._db.executemany("DELETE FROM queue WHERE seq = ?", finished)
             self._db.executemany(
-                "UPDATE requests SET state = 2, attempts = attempts + ?, owner = NULL,"
-                " request = NULL, error = NULL WHERE fingerprint = ?",
-                done,
+                "UPDATE seen SET state = 2, attempts = attempts + ? WHERE fingerprint = ?", done
             )
+            # A failed request keeps its JSON and depth, so retry-failed can queue it again.
             self._db.executemany(
-                "UPDATE requests SET state = 3, attempts = attempts + ?, owner = NULL, error = ?,"
-                " error_kind = ? WHERE fingerprint = ?",
+                "UPDATE seen SET state = 3, attempts = attempts + ?, error = ?, error_kind = ?,"
+                " request = ?, depth = ? WHERE fingerprint = ?",
                 failed,
             )
-            self._insert(child_rows)
+            self._queue_new(children)
             self._db.executemany("INSERT INTO items (spider, fingerprint, data) VALUES (?, ?, ?)", items)
             self._db.executemany(
                 "INSERT INTO rejected (spider, url, error, data) VALUES (?, ?, ?, ?)", rejected
@@ -394,14 +462,12 @@ class SQLiteFrontier:
 
     @_checkpoint_errors
     def release(self, leases: Iterable[Lease]) -> None:
-        keys = [(lease.fingerprint,) for lease in leases]
+        keys = [(lease.entry,) for lease in leases]
         if not keys:
             return
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "UPDATE requests SET state = 0, owner = NULL WHERE fingerprint = ? AND state = 1", keys
-            )
+            self._db.executemany("UPDATE queue SET owner = NULL WHERE seq = ?", keys)
         self._counts["in_flight"] -= len(keys)
         self._counts["queued"] += len(keys)
 
@@ -420,7 +486,7 @@ class SQLiteFrontier:
 
     def failed(self, limit: int) -> list[FailedRequest]:
         rows = self._db.execute(
-            "SELECT request, attempts, error, error_kind FROM requests WHERE spider = ? AND state = 3 LIMIT ?",
+            "SELECT request, attempts, error, error_kind FROM seen WHERE spider = ? AND state = 3 LIMIT ?",
             (self._id, limit),
         )
         return [
@@ -440,14 +506,22 @@ class SQLiteFrontier:
         where = f" AND ({' OR '.join(conditions)})" if conditions else ""
         with self._db:
             self._db.execute("BEGIN")
-            requeued = self._db.execute(
-                "UPDATE requests SET state = 0, error = NULL, error_kind = NULL"
-                f" WHERE spider = ? AND state = 3{where}",
+            chosen = self._db.execute(
+                f"SELECT fingerprint, request, depth FROM seen WHERE spider = ? AND state = 3{where}",
                 (self._id, *parameters),
-            ).rowcount
-        self._counts["failed"] -= requeued
-        self._counts["queued"] += requeued
-        return requeued
+            ).fetchall()
+            self._db.executemany(
+                "INSERT INTO queue (spider, fingerprint, priority, depth, request) VALUES (?, ?, ?, ?, ?)",
+                [(self._id, fp, Request.from_json(text).priority, depth or 0, text) for fp, text, depth in chosen],
+            )
+            self._db.executemany(
+                "UPDATE seen SET state = 0, error = NULL, error_kind = NULL, request = NULL, depth = NULL"
+                " WHERE fingerprint = ?",
+                [(fp,) for fp, _, _ in chosen],
+            )
+        self._counts["failed"] -= len(chosen)
+        self._counts["queued"] += len(chosen)
+        return len(chosen)
 
     def rejected(self, limit: int) -> list[RejectedItem]:
         rows = self._db.execute(

@@ -49,23 +49,24 @@ def read_status(path: Path) -> CheckpointStatus:
 
 def _spider_status(db: sqlite3.Connection, spider_id: int, name: str) -> SpiderStatus:
     by_state = dict(
-        db.execute("SELECT state, count(*) FROM requests WHERE spider = ? GROUP BY state", (spider_id,))
+        db.execute("SELECT state, count(*) FROM seen WHERE spider = ? AND state IN (2, 3) GROUP BY state", (spider_id,))
     )
+    owners = dict(
+        db.execute(
+            "SELECT owner, count(*) FROM queue WHERE spider = ? AND owner IS NOT NULL GROUP BY owner",
+            (spider_id,),
+        )
+    )
+    (queued,) = db.execute("SELECT count(*) FROM queue WHERE spider = ? AND owner IS NULL", (spider_id,)).fetchone()
     (items,) = db.execute("SELECT count(*) FROM items WHERE spider = ?", (spider_id,)).fetchone()
     (rejected,) = db.execute("SELECT count(*) FROM rejected WHERE spider = ?", (spider_id,)).fetchone()
     counts = FrontierCounts(
-        queued=by_state.get(State.QUEUED, 0),
-        in_flight=by_state.get(State.IN_FLIGHT, 0),
+        queued=queued,
+        in_flight=sum(owners.values()),
         done=by_state.get(State.DONE, 0),
         failed=by_state.get(State.FAILED, 0),
         items=items,
         rejected=rejected,
-    )
-    owners = dict(
-        db.execute(
-            "SELECT coalesce(owner, '?'), count(*) FROM requests WHERE spider = ? AND state = 1 GROUP BY owner",
-            (spider_id,),
-        )
     )
     state = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (f"spider:{spider_id}:%",)))
     seeded = f"spider:{spider_id}:{SEEDED}" in state
