@@ -11,11 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from contextlib import closing
 from pathlib import Path
-
-import pytest
 
 from crawler.frontier.base import FrontierCounts
 from crawler.frontier.sqlite import SCHEMA_VERSION, Checkpoint
@@ -86,7 +83,7 @@ def test_status_shows_a_running_crawl_and_what_a_killed_one_left_in_flight(tmp_p
         after = cli(tmp_path, "status", "config.toml")
         assert after.returncode == 0
         assert "No crawl is running." in after.stdout
-        assert f"held by " in after.stdout and "gone; taken back on the next run" in after.stdout
+        assert "held by " in after.stdout and "gone; taken back on the next run" in after.stdout
 
         cli(tmp_path, "run", "config.toml")
         final = cli(tmp_path, "status", "config.toml").stdout
@@ -108,7 +105,7 @@ def test_retry_failed_queues_failures_again_by_status(tmp_path: Path) -> None:
             tmp_path,
             site,
             spiders=("probe",),
-            extra=f"[retry]\nattempts = 2\nbackoff = {{ initial = 0.01, max = 0.01, jitter = 0 }}\n",
+            extra="[retry]\nattempts = 2\nbackoff = { initial = 0.01, max = 0.01, jitter = 0 }\n",
         )
         config = tmp_path / "config.toml"
         config.write_text(config.read_text().replace('spider = "probe"\n', f'spider = "probe"\nargs = {{ urls = {json.dumps(urls)} }}\n'))
