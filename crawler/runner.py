@@ -170,7 +170,6 @@ class _Run:
     stats: Stats
     stop: StopSignal
     reporter: Reporter
-    fresh: bool
     environ: Mapping[str, str]
     sessions_opened: int = 0
 
@@ -192,8 +191,13 @@ def run_crawl(
         _practice_site(config) as demo_account,
         _signals_stop(stop, reporter),
     ):
-        run = _Run(config, checkpoint, stats, stop, reporter, fresh, environment(config, demo_account))
+        run = _Run(config, checkpoint, stats, stop, reporter, environment(config, demo_account))
         check_secrets(config, run.environ)
+        if fresh:
+            # Every spider now, before crawling any: a --fresh run stopped half-way and resumed
+            # without --fresh must not find a later spider's previous crawl still there.
+            for spider in spiders.values():
+                _forget(config, checkpoint, spider.name)
         for index, spider in spiders.items():
             if stop.graceful.is_set():
                 break
@@ -221,13 +225,16 @@ def _session_factory(config: Config, spider: Spider, stats: Stats) -> Callable[[
     return make_session_factory(settings, PoolSizing.for_load(_known_hosts(spider)), stats)
 
 
+def _forget(config: Config, checkpoint: Checkpoint, spider: str) -> None:
+    """Start a spider's crawl over: its checkpoint rows, output file and saved login."""
+    checkpoint.reset(spider)
+    config.output_path(spider).unlink(missing_ok=True)
+    cookie_file(config, spider).unlink(missing_ok=True)
+
+
 def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
     config, stats = run.config, run.stats
     output_path = config.output_path(spider.name)
-    if run.fresh:
-        run.checkpoint.reset(spider.name)
-        output_path.unlink(missing_ok=True)
-        cookie_file(config, spider.name).unlink(missing_ok=True)
     new_session = _session_factory(config, spider, stats)
     spider_auth = build_spider_auth(config, index, spider, stats, run.environ, new_session)
     sessions = SessionRegistry(lambda: new_session(spider_auth.cookies))

@@ -715,6 +715,8 @@ sys.exit(main(sys.argv[1:]))
 def test_killed_while_creating_the_checkpoint_the_same_command_continues(
     site_url: str, clean_output: Callable[[str], Output], tmp_path: Path
 ) -> None:
+    """A SIGKILL after SQLite wrote the new checkpoint but before it deleted the rollback journal
+    leaves a hot journal; the next run must recover it and crawl, not call the file foreign."""
     want = clean_output("jsonl")
     folder = products_project(tmp_path, site_url, "jsonl")
     checkpoint = checkpoint_path(folder)
@@ -729,7 +731,8 @@ def test_killed_while_creating_the_checkpoint_the_same_command_continues(
         pytest.fail(f"could not kill the crawl at the journal's deletion: exit {killed.returncode}, "
                     f"files {sorted(p.name for p in checkpoint.parent.iterdir())}\n{err_path.read_text()}")
 
-    run_to_end(folder, log="resumed")  # fails today: exit 3, "not a crawler checkpoint"
+    # Before 2ffde71 this run exited 3: "not a crawler checkpoint; use --fresh to replace it".
+    run_to_end(folder, log="resumed")
 
     assert_same_items(read_output(folder / "out" / "products.jsonl", "jsonl"), want, "killed while creating")
 
@@ -813,6 +816,8 @@ class ExitingProductsSpider(ProductsSpider):
 
 
 def test_a_callback_calling_sys_exit_fails_its_page_and_the_crawl_finishes(tmp_path: Path) -> None:
+    """A callback raising a BaseException (SystemExit) is a callback error like any other: before
+    2ffde71 it ended its worker thread, whose lease never came back, and the crawl hung."""
     products = 40
     with PracticeSite(products=products, per_page=PER_PAGE) as site:
         folder = products_project(

@@ -14,6 +14,7 @@ from crawler.frontier.sqlite import Checkpoint
 from crawler.practice import PracticeSite
 from crawler.practice.catalogue import product
 from crawler.runner import run_crawl
+from conftest import PROBE_SPIDER
 from helpers import interrupt_when
 
 REPO = Path(__file__).resolve().parent.parent
@@ -260,3 +261,33 @@ def test_a_stuck_request_does_not_hold_shutdown_past_the_grace_period(site: Prac
         frontier = checkpoint.frontier("probe")
         assert frontier.resume.reclaimed == 1
         assert frontier.counts().queued == 1
+
+
+def test_an_interrupted_fresh_run_has_forgotten_every_spider(write_config, tmp_path: Path) -> None:
+    with PracticeSite(products=60, latency=0.03) as site:
+        spiders = {"products": PRODUCTS_SPIDER, "probe": PROBE_SPIDER}
+        config = write_config(
+            f"""
+            [[spiders]]
+            spider = "products"
+            args = {{ start_url = "{site.url}/" }}
+            [[spiders]]
+            spider = "probe"
+            args = {{ urls = ["{site.url}/links/target/1"] }}
+            [checkpoint]
+            path = "checkpoint.db"
+            """,
+            spiders=spiders,
+        )
+        run_crawl(config)
+        assert config.output_path("probe").exists()
+        site.counters.reset()
+        watcher = interrupt_when(lambda: site.counters.hits("/product/5") > 0)
+        stopped = run_crawl(config, fresh=True)
+        watcher.join()
+        assert stopped.interrupted
+        # The second spider was never reached, yet its earlier crawl is gone too.
+        assert not config.output_path("probe").exists()
+        site.counters.reset()
+        run_crawl(config)
+        assert site.counters.hits("/links/target/1") == 1
