@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 _SEED_BATCH = 1000
 _COMMIT_BATCH = 512
+# After the first result arrives, wait this long for more before committing. Committing each page
+# on its own means a dozen SQLite calls per page, each a GIL hand-off with every worker; workers
+# do not starve meanwhile: the engine keeps their task queue topped up (see _lease_more).
+_COMMIT_GATHER = 0.01
 _OUTPUT_SYNC_INTERVAL = 1.0
 
 
@@ -64,8 +68,10 @@ class Crawl:
         self.counts = frontier.counts()
         self._tasks: queue.SimpleQueue[Lease | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[Lease, Completion | None]] = queue.SimpleQueue()
-        # Enough leased work queued that no worker waits on the engine between two pages.
-        self._queue_depth = 2 * workers
+        # Tasks kept waiting for the workers, so none waits on the engine between two pages; and a
+        # bound on all leases out (waiting, being worked on, or done and awaiting commit).
+        self._queue_depth = 4 * workers
+        self._max_held = 8 * workers
         self._held = 0  # leases handed to workers and not yet come back
         self._seeded = frontier.get_state(SEEDED) is not None
 
@@ -157,7 +163,9 @@ class Crawl:
                 return
 
     def _lease_more(self) -> None:
-        want = self._queue_depth - self._held
+        # Top up what the workers can take next. Results still waiting for the next commit do
+        # not count against it: counting them left the workers idle while the engine caught up.
+        want = min(self._queue_depth - self._tasks.qsize(), self._max_held - self._held)
         if want > 0:
             for lease in self.frontier.lease(want):
                 self._tasks.put(lease)
@@ -182,6 +190,8 @@ class Crawl:
             batch = [self._results.get(timeout=0.1)]
         except queue.Empty:
             return []
+        if self._results.qsize() < self.workers:
+            time.sleep(_COMMIT_GATHER)
         while len(batch) < _COMMIT_BATCH:
             try:
                 batch.append(self._results.get_nowait())
