@@ -106,9 +106,10 @@ class LeaseProcessor:
 def checked_request(request: Request, stats: Stats, base_url: str | None = None) -> Request | None:
     """Resolve a relative URL, and drop (counting why) what can never be fetched or stored."""
     url = request.url.strip()
-    if base_url is not None:
-        url = urljoin(base_url, url)
     scheme = urlsplit(url).scheme.lower()
+    if base_url is not None and not scheme:  # response.follow() already made it absolute
+        url = urljoin(base_url, url)
+        scheme = urlsplit(url).scheme.lower()
     if scheme not in FETCHABLE_SCHEMES:
         stats.inc(f"dropped:scheme:{scheme or 'none'}")
         return None
