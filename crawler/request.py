@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from w3lib.url import canonicalize_url
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ def canonical_url(url: str) -> str:
     percent-encoding normalised) without the scheme's default port."""
     canonical = canonicalize_url(url)
     parts = urlsplit(canonical)
-    if parts.port is not None and _DEFAULT_PORTS.get(parts.scheme) == parts.port:
+    if parts.port is not None and DEFAULT_PORTS.get(parts.scheme) == parts.port:
         host = parts.hostname or ""
         netloc = f"[{host}]" if ":" in host else host
         if parts.username:

@@ -14,6 +14,7 @@ import requests
 from ..config import Config, SpiderConfig
 from ..exceptions import ConfigError
 from ..http.fetcher import Auth
+from ..request import DEFAULT_PORTS
 from ..spider import Spider
 from ..stats import Stats
 from .cookies import CrawlCookieJar
@@ -144,7 +145,7 @@ def _bearer(
     settings = entry.token
     assert settings is not None
     parts = urlsplit(settings.url)
-    default_host = f"{parts.hostname}:{parts.port or {'http': 80, 'https': 443}[parts.scheme]}"
+    default_host = f"{parts.hostname}:{parts.port or DEFAULT_PORTS[parts.scheme]}"
     return BearerToken(
         settings.url,
         {**settings.fields, **resolve_secrets(settings.env_fields, environ, f"spiders[{index}].token")},

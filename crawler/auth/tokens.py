@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ..exceptions import LoginFailed
+from ..request import DEFAULT_PORTS
 from ..stats import Stats
 
 
@@ -41,7 +42,7 @@ class HostScope:
             return False
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
         return host in self._entries or f"{host}:{port}" in self._entries
 
     def __repr__(self) -> str:
