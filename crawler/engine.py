@@ -4,8 +4,8 @@ The engine thread is the only one that talks to the frontier. It leases work int
 that worker threads drain, and commits what they hand back in batches (one transaction for many
 pages), which is where a checkpointing crawler's speed is won.
 
-The crawl is finished by one rule, checked in one place (``is_finished``): the start requests have
-been queued, the engine holds no lease, and the frontier has nothing queued or in flight.
+The crawl is finished by one rule (``crawl_is_finished``), which ``crawler status`` applies to the
+checkpoint on disk too; the engine adds only that it holds no lease itself.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .exporters import OutputFile
-from .frontier.base import SEEDED, Completion, Frontier, FrontierCounts, Lease, Pending
+from .frontier.base import SEEDED, Completion, Frontier, FrontierCounts, Lease, Pending, crawl_is_finished
 from .spider import Spider
 from .stats import Stats
 from .stopping import StopSignal
@@ -93,7 +93,7 @@ class Crawl:
         self.counts = self.frontier.counts()
 
     def is_finished(self) -> bool:
-        return self._held == 0 and self._seeded and self.frontier.is_finished()
+        return self._held == 0 and crawl_is_finished(self._seeded, self.frontier.counts())
 
     def run(self) -> CrawlResult:
         if self.is_finished():

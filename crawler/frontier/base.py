@@ -5,8 +5,7 @@ not popped: a leased request stays in the frontier, marked in flight, until it i
 or failed, with its items, in one transaction) or released. A process that dies leaves its
 leases in flight, and the next run reclaims them, so nothing is lost.
 
-The crawl is finished when nothing is queued and nothing is in flight (the engine also requires
-its start requests to be exhausted and its own hands to be empty; see ``Crawl``).
+The crawl is finished by the rule in ``crawl_is_finished``.
 """
 
 from __future__ import annotations
@@ -72,6 +71,12 @@ class FrontierCounts:
     failed: int = 0
     items: int = 0
     rejected: int = 0
+
+
+def crawl_is_finished(seeded: bool, counts: FrontierCounts) -> bool:
+    """The one rule for a finished crawl: its start requests are all queued, and nothing is
+    queued or in flight. (The engine also requires that it holds no lease itself.)"""
+    return seeded and not counts.queued and not counts.in_flight
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exceptions import CheckpointError
-from .base import SEEDED, FrontierCounts, State
+from .base import SEEDED, FrontierCounts, State, crawl_is_finished
 from .sqlite import check_schema, lock_holder
 
 
@@ -74,7 +74,7 @@ def _spider_status(db: sqlite3.Connection, spider_id: int, name: str) -> SpiderS
     return SpiderStatus(
         spider=name,
         counts=counts,
-        finished=seeded and not counts.queued and not counts.in_flight,
+        finished=crawl_is_finished(seeded, counts),
         last_activity=float(last) if last else None,
         in_flight_owners=owners,
     )
