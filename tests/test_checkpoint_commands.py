@@ -15,7 +15,8 @@ from contextlib import closing
 from pathlib import Path
 
 from crawler.frontier.base import FrontierCounts
-from crawler.frontier.sqlite import SCHEMA_VERSION, Checkpoint
+from crawler.frontier.schema import SCHEMA_VERSION
+from crawler.frontier.sqlite import Checkpoint
 from crawler.practice import PracticeSite
 from helpers import wait_until
 

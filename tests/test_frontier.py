@@ -11,7 +11,7 @@ import pytest
 
 from crawler.exceptions import CheckpointError
 from crawler.frontier import Checkpoint, Completion, FrontierCounts, Pending, SQLiteFrontier, State
-from crawler.frontier.sqlite import APPLICATION_ID, SCHEMA_VERSION
+from crawler.frontier.schema import APPLICATION_ID, SCHEMA_VERSION
 from crawler.items import RejectedItem
 from crawler.request import Request
 

@@ -39,109 +39,7 @@ from .base import (
     State,
     StoredItem,
 )
-
-SCHEMA_VERSION = 3
-# Marks the file as ours, so any other SQLite database is refused rather than written into.
-APPLICATION_ID = 0x43524157  # "CRAW"
-
-_TABLES = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE spiders (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE items (
-    id INTEGER PRIMARY KEY,
-    spider INTEGER NOT NULL,
-    fingerprint BLOB NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX items_by_spider ON items (spider, id);
-CREATE TABLE rejected (
-    id INTEGER PRIMARY KEY,
-    spider INTEGER NOT NULL,
-    url TEXT NOT NULL,
-    error TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-"""
-
-# Schema 3: the seen-set and the queue apart (see the module docstring), and the view.
-_FRONTIER_TABLES = """
-CREATE TABLE seen (
-    fingerprint BLOB PRIMARY KEY,
-    spider INTEGER NOT NULL,
-    state INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    error_kind TEXT,
-    request TEXT,
-    depth INTEGER
-) WITHOUT ROWID;
-CREATE INDEX seen_failed ON seen (spider) WHERE state = 3;
-CREATE TABLE queue (
-    seq INTEGER PRIMARY KEY,
-    spider INTEGER NOT NULL,
-    fingerprint BLOB NOT NULL,
-    priority INTEGER NOT NULL,
-    depth INTEGER NOT NULL,
-    owner TEXT,
-    request TEXT NOT NULL
-);
-CREATE INDEX queue_ready ON queue (spider, priority DESC, seq) WHERE owner IS NULL;
-CREATE INDEX queue_leased ON queue (spider, owner) WHERE owner IS NOT NULL;
-CREATE VIEW requests AS
-SELECT seen.fingerprint, seen.spider, queue.seq,
-       CASE WHEN queue.owner IS NOT NULL THEN 1 ELSE seen.state END AS state,
-       queue.priority, coalesce(queue.depth, seen.depth) AS depth, seen.attempts, queue.owner,
-       coalesce(queue.request, seen.request) AS request, seen.error, seen.error_kind
-FROM seen LEFT JOIN queue ON queue.fingerprint = seen.fingerprint;
-"""
-
-# What each older schema needs to become the next: index 0 takes schema 1 to 2, and so on.
-_MIGRATIONS: tuple[str, ...] = (
-    # 2: failed requests keep their error kind
-    "ALTER TABLE requests ADD COLUMN error_kind TEXT;",
-    # 3: the one requests table split into seen and queue
-    _FRONTIER_TABLES.replace("CREATE VIEW requests", "CREATE VIEW requests_v3")
-    + """
-    INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth)
-    SELECT fingerprint, spider, CASE state WHEN 1 THEN 0 ELSE state END, attempts, error, error_kind,
-           CASE WHEN state = 3 THEN request END, CASE WHEN state = 3 THEN depth END
-    FROM requests;
-    INSERT INTO queue (spider, fingerprint, priority, depth, owner, request)
-    SELECT spider, fingerprint, priority, depth, owner, request FROM requests WHERE state IN (0, 1) ORDER BY seq;
-    DROP TABLE requests;
-    DROP VIEW requests_v3;
-    """
-    + _FRONTIER_TABLES[_FRONTIER_TABLES.index("CREATE VIEW requests") :],
-)
-
-
-def check_schema(db: sqlite3.Connection, path: Path) -> int:
-    """Refuse a file that is not a checkpoint of ours, or one from a newer crawler; its version."""
-    (application_id,) = db.execute("PRAGMA application_id").fetchone()
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    if application_id != APPLICATION_ID:
-        raise CheckpointError(f"{path}: not a crawler checkpoint; use --fresh to replace it")
-    if version > SCHEMA_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint schema {version} is newer than this crawler's "
-            f"({SCHEMA_VERSION}); upgrade crawler"
-        )
-    return int(version)
-
-
-def _migrate(db: sqlite3.Connection, version: int) -> None:
-    """Bring an older checkpoint up to this schema, in one transaction."""
-    steps = "".join(_MIGRATIONS[version - 1 :])
-    try:
-        db.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-    except sqlite3.Error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    if version < 3:
-        # Incremental vacuum can only be switched on by rebuilding the file once.
-        db.executescript("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
-
+from .schema import SCHEMA_VERSION, check_schema, create, migrate
 
 def lock_holder(path: Path) -> str | None:
     """Who holds the checkpoint's lock (a crawl running now), or None."""
@@ -192,7 +90,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: cannot open checkpoint: {error}") from None
         try:
             if self._is_empty(db):
-                self._create(db)
+                create(db)
             else:
                 self._check(db)
             db.execute("PRAGMA journal_mode = WAL")
@@ -219,18 +117,10 @@ class Checkpoint:
         (application_id,) = db.execute("PRAGMA application_id").fetchone()
         return tables == 0 and application_id == 0
 
-    def _create(self, db: sqlite3.Connection) -> None:
-        # auto_vacuum must be chosen before the first table exists: it lets close() give back
-        # the pages that finished queue rows leave behind.
-        db.executescript(
-            f"PRAGMA auto_vacuum = INCREMENTAL; BEGIN; PRAGMA application_id = {APPLICATION_ID};"
-            f" PRAGMA user_version = {SCHEMA_VERSION}; {_TABLES} {_FRONTIER_TABLES} COMMIT;"
-        )
-
     def _check(self, db: sqlite3.Connection) -> None:
         version = check_schema(db, self.path)
         if version < SCHEMA_VERSION:
-            _migrate(db, version)
+            migrate(db, version)
 
     def claim_spider_set(self, spiders: list[str]) -> None:
         """Record which spiders this checkpoint is for, or refuse a config that runs others.

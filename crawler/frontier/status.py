@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..exceptions import CheckpointError
 from .base import SEEDED, FrontierCounts, State, crawl_is_finished
-from .sqlite import check_schema, lock_holder
+from .schema import check_schema
+from .sqlite import lock_holder
 
 
 @dataclass(frozen=True, slots=True)
