@@ -33,7 +33,8 @@ endpoints), and that count decides whether the request fails:
 
 The login area (``/login``, ``/logout``, ``/members/``), the bearer-token API
 (``/api/token``, ``/api/items/<n>``, ``/api/redirect``) and ``/set-cookie`` are
-documented and served by :mod:`crawler.practice.members`.
+documented and served by :mod:`crawler.practice.members`; ``/robots.txt`` answers
+as the site's ``robots`` says (:mod:`crawler.practice.robots`).
 
 Defaults: ``fail=1``, ``seconds=1``, ``n=10``, ``repeat=1``. A malformed query
 parameter is a 400; any other path is a 404. Every response carries an exact
@@ -200,6 +201,8 @@ class Handler(BaseHTTPRequestHandler):
         match path.split("/")[1:]:
             case [""]:
                 self._catalogue_page("home", 0)
+            case ["robots.txt"]:
+                self.server.robots.answer(self)
             case ["catalogue"]:
                 self._redirect(301, "/catalogue/page/1")
             case ["catalogue", "page", number] if (page := _nat(number)) is not None:

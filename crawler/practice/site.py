@@ -2,7 +2,8 @@
 
 It serves the catalogue of :mod:`crawler.practice.catalogue`, the named failure endpoints of
 :mod:`crawler.practice.endpoints` and the login area and bearer-token API of
-:mod:`crawler.practice.members`; counts connections, requests, per-key attempts, logins,
+:mod:`crawler.practice.members`, and a ``/robots.txt`` set by tests
+(:mod:`crawler.practice.robots`); counts connections, requests, per-key attempts, logins,
 tokens and revocations for tests; and on ``stop()`` closes idle keep-alive sockets and joins
 its connection threads.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from crawler.practice.accounts import Accounts
 from crawler.practice.catalogue import Catalogue
 from crawler.practice.endpoints import Handler
+from crawler.practice.robots import RobotsFile
 
 _EVENTS = ("logins", "failed_logins", "token_grants", "revocations", "member_pages",
            "api_requests")
@@ -137,11 +139,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], catalogue: Catalogue, accounts: Accounts,
-                 counters: SiteCounters, latency: float) -> None:
+                 counters: SiteCounters, latency: float, robots: RobotsFile) -> None:
         self.catalogue = catalogue
         self.accounts = accounts
         self.counters = counters
         self.latency = latency
+        self.robots = robots
         # Set by stop(); sleeping handlers wait on it so shutdown is immediate.
         self.stopping = threading.Event()
         self._clients: set[socket.socket] = set()
@@ -228,7 +231,8 @@ class PracticeSite:
     ``port=0`` picks a free port; ``port`` and ``url`` hold the real values once
     started (any 127.x.y.z ``host`` works on Linux: 127.0.0.2 is "another host").
     ``latency`` seconds are added to every catalogue and member page. The login
-    options are those of :class:`crawler.practice.accounts.Accounts`.
+    options are those of :class:`crawler.practice.accounts.Accounts`. ``robots`` is what
+    ``/robots.txt`` answers (none until a test sets it).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, products: int = 1000,
@@ -248,6 +252,7 @@ class PracticeSite:
             self.counters, members=members, api_items=api_items, revoke_after=revoke_after,
             token_ttl=token_ttl, username=username, password=password, client_id=client_id,
             client_secret=client_secret)
+        self._robots = RobotsFile()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -258,6 +263,11 @@ class PracticeSite:
             raise RuntimeError("the practice site has not been started")
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def robots(self) -> RobotsFile:
+        """The ``/robots.txt`` answer; set its fields (the server holds this very object)."""
+        return self._robots
 
     @property
     def demo_credentials(self) -> dict[str, str]:
@@ -281,7 +291,7 @@ class PracticeSite:
         if self._thread is not None:
             raise RuntimeError("the practice site is already running")
         server = _Server((self.host, self.port), self.catalogue, self.accounts, self.counters,
-                         self.latency)
+                         self.latency, self._robots)
         self.port = server.server_address[1]
         # A short poll interval keeps stop() (which waits for the loop) quick.
         self._thread = threading.Thread(
