@@ -6,6 +6,7 @@ Write a :class:`Spider`, name it in ``config.toml``, and run ``crawler run confi
 import logging
 
 from .auth.tokens import HeaderAuth
+from .content import accepts
 from .exceptions import CrawlerError, FetchError, LoginFailed
 from .request import Request
 from .response import Response
@@ -22,6 +23,7 @@ __all__ = [
     "Response",
     "Spider",
     "__version__",
+    "accepts",
 ]
 
 # Only the CLI configures logging; a library user decides where our messages go.

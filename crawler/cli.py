@@ -82,8 +82,10 @@ def _list(config: Config, out: Console) -> int:
 def _status(config: Config, out: Console) -> int:
     from .frontier.status import read_status
     from .progress import print_status
+    from .runner import limits_of
 
-    print_status(out, read_status(config.resolve(config.checkpoint.path)))
+    limits = {spider.name: limits_of(config.spiders[index]) for index, spider in load_spiders(config).items()}
+    print_status(out, read_status(config.resolve(config.checkpoint.path), limits))
     return EXIT_OK
 
 

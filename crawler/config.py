@@ -28,7 +28,10 @@ class TimeoutConfig(_Section):
     connect: PositiveSeconds = 10.0
     """Seconds to wait for a TCP (and TLS) connection."""
     read: PositiveSeconds = 30.0
-    """Seconds to wait between bytes of the response."""
+    """Seconds the server may go quiet: before the headers, or between two parts of the body."""
+    total: PositiveSeconds = 300.0
+    """Seconds a whole response may take, redirects and body included: a body that trickles in
+    forever is cut off here."""
 
 
 class HttpConfig(_Section):
@@ -87,6 +90,39 @@ class CrawlConfig(_Section):
     workers: int = Field(16, ge=1, le=1024)
     shutdown_grace: float = Field(10.0, ge=0)
     """Seconds in-flight requests get to finish after the first Ctrl-C or SIGTERM."""
+
+
+class PolitenessConfig(_Section):
+    """Per-host limits: every host the crawl visits gets these, and its own delay."""
+
+    concurrency: int = Field(8, ge=1, le=1024)
+    """Requests in flight to one host at most."""
+    delay: float = Field(0.0, ge=0)
+    """Seconds between the starts of two requests to one host (the starting point when adaptive)."""
+    jitter: float = Field(0.0, ge=0, le=1)
+    """Randomise each delay within delay × (1 ± jitter)."""
+    adaptive: StrictBool = False
+    """Follow each host's latency (like AutoThrottle), between min_delay and max_delay."""
+    min_delay: float = Field(0.0, ge=0)
+    max_delay: PositiveSeconds = 60.0
+    target_concurrency: float = Field(1.0, gt=0)
+    """Adaptive mode aims at this many requests in flight at each host, on average."""
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> PolitenessConfig:
+        if self.min_delay > self.max_delay:
+            raise ValueError("politeness.min_delay: must not be greater than max_delay")
+        return self
+
+
+class RobotsConfig(_Section):
+    obey: StrictBool = True
+    """Fetch each host's robots.txt and obey it. Turn it off only for sites you own."""
+    recheck_unavailable: PositiveSeconds = 60.0
+    """A robots.txt that answered 5xx or could not be reached disallows its host until it is
+    fetched again, this many seconds later."""
+    max_crawl_delay: float = Field(60.0, ge=0)
+    """The longest Crawl-delay honoured; a longer one is cut to this (and counted)."""
 
 
 class PracticeSiteConfig(_Section):
@@ -158,6 +194,37 @@ class SpiderConfig(_Section):
     token: TokenConfig | None = None
     cookie_domain: str | None = None
     """A parent domain (``example.com``) whose subdomains share every cookie the crawl receives."""
+    allowed_domains: list[str] | None = None
+    """Domains (each with its subdomains) followed links may go to; default: the spider's own
+    ``allowed_domains``, and if it has none, any."""
+    allow: list[str] = []
+    """Regular expressions: a followed link must match one of them."""
+    deny: list[str] = []
+    """Regular expressions: a followed link matching any of them is dropped."""
+    max_depth: int | None = Field(None, ge=0)
+    """Links followed from a start request at most (start requests are depth 0)."""
+    max_pages: int | None = Field(None, ge=1)
+    """Requests to complete at most (done or failed); the crawl then counts as finished."""
+    max_items: int | None = Field(None, ge=1)
+    """Stop taking new requests once this many items are committed (pages in flight still
+    finish, so a few more may come)."""
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {error}") from None
+        return patterns
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _bare_domains(cls, domains: list[str] | None) -> list[str] | None:
+        if bad := [domain for domain in domains or () if "/" in domain or ":" in domain]:
+            raise ValueError(f"domains only, without scheme, port or path: {', '.join(bad)}")
+        return domains
 
 
 class Config(_Section):
@@ -165,6 +232,8 @@ class Config(_Section):
     crawl: CrawlConfig = CrawlConfig()
     http: HttpConfig = HttpConfig()
     retry: RetryConfig = RetryConfig()
+    politeness: PolitenessConfig = PolitenessConfig()
+    robots: RobotsConfig = RobotsConfig()
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     practice_site: PracticeSiteConfig = PracticeSiteConfig()

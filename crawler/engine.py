@@ -1,8 +1,9 @@
 """The engine: runs one spider's crawl with a pool of worker threads over a frontier.
 
-The engine thread is the only one that talks to the frontier. It leases work into a short queue
-that worker threads drain, and commits what they hand back in batches (one transaction for many
-pages), which is where a checkpointing crawler's speed is won.
+The engine thread is the only one that talks to the frontier. It leases work host by host, as
+much as each host's limits can use, into the host scheduler that worker threads take from, and
+commits what they hand back in batches (one transaction for many pages), which is where a
+checkpointing crawler's speed is won.
 
 The crawl is finished by one rule (``crawl_is_finished``), which ``crawler status`` applies to the
 checkpoint on disk too; the engine adds only that it holds no lease itself.
@@ -10,16 +11,20 @@ checkpoint on disk too; the engine adds only that it holds no lease itself.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 from .exporters import OutputFile
-from .frontier.base import SEEDED, Completion, Frontier, FrontierCounts, Lease, Pending, crawl_is_finished
+from .frontier.base import RUN_STATS, SEEDED, Completion, Frontier, FrontierCounts, Lease, Limits, Pending, crawl_is_finished
+from .politeness.hosts import HostScheduler
 from .spider import Spider
-from .stats import Stats
+from .stats import Stats, reason_counts
 from .stopping import StopSignal
 from .worker import LeaseProcessor, checked_requests
 
@@ -32,6 +37,8 @@ _COMMIT_BATCH = 512
 # do not starve meanwhile: the engine keeps their task queue topped up (see _lease_more).
 _COMMIT_GATHER = 0.01
 _OUTPUT_SYNC_INTERVAL = 1.0
+# How long the engine waits when it holds nothing (all queued work waits for a retry time).
+_IDLE_WAIT = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,7 @@ class CrawlResult:
     counts: FrontierCounts
     finished: bool
     already_finished: bool = False
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Crawl:
@@ -53,34 +61,38 @@ class Crawl:
         output: OutputFile,
         stats: Stats,
         *,
+        scheduler: HostScheduler,
         workers: int,
         shutdown_grace: float,
         stop: StopSignal,
+        limits: Limits = Limits(),
     ) -> None:
         self.spider = spider
         self.frontier = frontier
         self.processor = processor
         self.output = output
         self.stats = stats
+        self.scheduler = scheduler
         self.workers = workers
         self.shutdown_grace = shutdown_grace
         self.stop = stop
+        self.limits = limits
         self.counts = frontier.counts()
-        self._tasks: queue.SimpleQueue[Lease | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[Lease, Completion | None]] = queue.SimpleQueue()
-        # Tasks kept waiting for the workers, so none waits on the engine between two pages; and a
-        # bound on all leases out (waiting, being worked on, or done and awaiting commit).
-        self._queue_depth = 4 * workers
+        # A bound on all leases out: waiting in the scheduler, being worked on, or done and
+        # awaiting commit.
         self._max_held = 8 * workers
-        self._held = 0  # leases handed to workers and not yet come back
+        self._held = 0  # leases handed to the scheduler and not yet come back
         self._seeded = frontier.get_state(SEEDED) is not None
+        self._stats_at_start = stats.snapshot()
+        self._earlier_runs = previous_run_stats(frontier)
 
     def seed(self) -> None:
         """Queue the start requests, once per crawl (a resumed crawl does not revisit them)."""
         if self._seeded:
             return
         batch: list[Pending] = []
-        for request in checked_requests(self.spider.start_requests(), self.stats):
+        for request in checked_requests(self.spider.start_requests(), self.stats, self.spider.name):
             batch.append(Pending(request, 0))
             if len(batch) >= _SEED_BATCH:
                 self.frontier.add(batch)
@@ -93,7 +105,7 @@ class Crawl:
         self.counts = self.frontier.counts()
 
     def is_finished(self) -> bool:
-        return self._held == 0 and crawl_is_finished(self._seeded, self.frontier.counts())
+        return self._held == 0 and crawl_is_finished(self._seeded, self.frontier.counts(), self.limits)
 
     def run(self) -> CrawlResult:
         if self.is_finished():
@@ -117,19 +129,40 @@ class Crawl:
             self._stop_workers(threads, wait=loop_ended and not self.stop.graceful.is_set())
             if loop_ended:  # after a checkpoint or disk error, writing more would fail the same way
                 self.output.sync()
+                self.save_run_stats()
             self.counts = self.frontier.counts()
-        return CrawlResult(self.spider.name, self.counts, finished=self.is_finished())
+        return CrawlResult(self.spider.name, self.counts, finished=self.is_finished(), hosts=self.host_rows())
 
     def _stop_workers(self, threads: list[threading.Thread], *, wait: bool) -> None:
-        for _ in threads:
-            self._tasks.put(None)
+        self.scheduler.close()
         if wait:
             for thread in threads:
                 thread.join()
 
+    def save_run_stats(self) -> None:
+        """Record this spider's per-host table and counts by reason (with earlier runs')."""
+        counts = Counter(self._earlier_runs.get("counts", {}))
+        start = self._stats_at_start
+        for name, number in reason_counts(self.stats.snapshot()).items():
+            counts[name] += number - start.get(name, 0)
+        self.frontier.set_state(RUN_STATS, json.dumps({"counts": dict(counts), "hosts": self.host_rows()}))
+
+    def host_rows(self) -> dict[str, dict[str, Any]]:
+        """The per-host table: requests and errors (over all runs), delay, paused-until."""
+        return {
+            status.host: {
+                "requests": status.requests,
+                "errors": status.errors,
+                "delay": round(status.delay, 3),
+                "paused_until": status.paused_until,
+            }
+            for status in self.scheduler.hosts()
+        }
+
     def _work(self) -> None:
-        while (lease := self._tasks.get()) is not None:
+        while (lease := self.scheduler.take()) is not None:
             if self.stop.graceful.is_set():
+                self.scheduler.finished(lease, latency=None, ok=True)
                 self._results.put((lease, None))
                 continue
             try:
@@ -158,33 +191,46 @@ class Crawl:
             now = time.monotonic()
             if now - last_sync >= _OUTPUT_SYNC_INTERVAL:
                 self.output.sync()
+                self.save_run_stats()
                 last_sync = now
             if self.is_finished():
                 return
 
     def _lease_more(self) -> None:
-        # Top up what the workers can take next. Results still waiting for the next commit do
-        # not count against it: counting them left the workers idle while the engine caught up.
-        want = min(self._queue_depth - self._tasks.qsize(), self._max_held - self._held)
-        if want > 0:
-            for lease in self.frontier.lease(want):
-                self._tasks.put(lease)
-                self._held += 1
+        """Top up each ready host with as much work as its limits can use, within the crawl's
+        bounds. A host that is paused or at its limit gets none, so it never crowds out others."""
+        counts = self.frontier.counts()
+        budget = self._max_held - self._held
+        if (pages_left := self.limits.pages_left(counts)) is not None:
+            budget = min(budget, pages_left)
+        if budget <= 0 or self.limits.reached(counts):
+            return
+        ready = self.frontier.ready_hosts()
+        if not ready:
+            return
+        rooms = self.scheduler.rooms(ready)
+        wants: dict[str, int] = {}
+        # The least busy hosts first, so a small budget is shared instead of spent on one host.
+        for host, room in sorted(rooms.items(), key=lambda entry: -entry[1]) if len(rooms) > 1 else rooms.items():
+            if (want := min(room, ready[host], budget)) > 0:
+                wants[host] = want
+                budget -= want
+                if not budget:
+                    break
+        if wants:
+            leases = self.frontier.lease(wants)
+            self.scheduler.put(leases)
+            self._held += len(leases)
 
     def _release_unstarted(self) -> None:
-        unstarted: list[Lease] = []
-        while True:
-            try:
-                lease = self._tasks.get_nowait()
-            except queue.Empty:
-                break
-            if lease is not None:
-                unstarted.append(lease)
+        unstarted = self.scheduler.drain()
         self.frontier.release(unstarted)
         self._held -= len(unstarted)
 
     def _collect(self) -> list[tuple[Lease, Completion | None]]:
         if self._held == 0:
+            # Nothing out: what is queued waits for a retry time (or the crawl is ending).
+            self.stop.graceful.wait(_IDLE_WAIT)
             return []
         try:
             batch = [self._results.get(timeout=0.1)]
@@ -208,3 +254,9 @@ class Crawl:
         self.frontier.release(released)
         self._held -= len(batch)
         self.counts = self.frontier.counts()
+
+
+def previous_run_stats(frontier: Frontier) -> dict[str, Any]:
+    """What earlier runs of this spider recorded with ``save_run_stats``."""
+    text = frontier.get_state(RUN_STATS)
+    return json.loads(text) if text else {}

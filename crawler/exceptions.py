@@ -11,12 +11,14 @@
     └── FetchError             one request could not be fetched; carries the request it concerns
         ├── TransportError     no usable response came back
         │   ├── ConnectError   the request never reached the server (safe to retry for any method)
-        │   │   └── ConnectTimeout
-        │   ├── ReadTimeout    the server accepted the request but answered too slowly
+        │   │   ├── ConnectTimeout
+        │   │   └── RobotsUnavailable  the host's robots.txt could not be read, so nothing was sent
+        │   ├── ReadTimeout    the server accepted the request but answered too slowly (or never finished)
         │   └── ConnectionLost the connection broke after the request may have been sent
         ├── HTTPStatusError    the server answered with a status the crawl treats as an error
-        └── InvalidRequest     the request can never succeed as written (bad URL, TLS refused,
-                               redirect loop, body over the size limit)
+        └── InvalidRequest     the request can never succeed as written (bad URL, TLS refused)
+            ├── TooManyRedirects   a redirect loop, or a chain longer than the limit
+            └── ResponseTooLarge   a body over the size limit (cut off while streaming)
 
 Library errors (requests, urllib3) are translated into this tree at one boundary, the fetcher,
 so the engine and retry policy handle one family only.
@@ -81,8 +83,14 @@ class ConnectTimeout(ConnectError):
     """Connecting took longer than the connect timeout."""
 
 
+class RobotsUnavailable(ConnectError):
+    """The host's robots.txt answered 5xx or could not be reached. Until it can be read, the
+    host counts as disallowed (RFC 9309), so the request was not sent and may be retried."""
+
+
 class ReadTimeout(TransportError):
-    """The server took longer than the read timeout to answer."""
+    """The server went quiet for longer than the read timeout, or the whole response took longer
+    than the total timeout (a body that never ends)."""
 
 
 class ConnectionLost(TransportError):
@@ -103,3 +111,11 @@ class HTTPStatusError(FetchError):
 
 class InvalidRequest(FetchError):
     """The request cannot succeed as written; retrying would not help."""
+
+
+class TooManyRedirects(InvalidRequest):
+    """A redirect loop, or more redirects than ``http.max_redirects``."""
+
+
+class ResponseTooLarge(InvalidRequest):
+    """The body exceeded ``http.max_body_size``; it was cut off, not read into memory."""

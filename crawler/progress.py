@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import ContextManager
 
@@ -15,7 +16,7 @@ from .engine import Crawl
 from .frontier.base import FrontierCounts, ResumeInfo
 from .frontier.status import CheckpointStatus
 from .runner import RunReport
-from .stats import Stats
+from .stats import Stats, reason_counts
 
 
 class TerminalReporter:
@@ -80,12 +81,16 @@ def print_status(console: Console, status: CheckpointStatus) -> None:
         console.print(
             f"{spider.spider}: {'finished' if spider.finished else 'unfinished'}; "
             f"{counts.done} done, {counts.queued} queued, {counts.in_flight} in flight, "
-            f"{counts.failed} failed; {counts.items} items, {counts.rejected} rejected; "
-            f"last activity {last}"
+            f"{counts.failed} failed, {counts.refused} refused by robots.txt; "
+            f"{counts.items} items, {counts.rejected} rejected; last activity {last}"
         )
         for owner, leases in sorted(spider.in_flight_owners.items()):
             whose = "running" if owner == status.running else "gone; taken back on the next run"
             console.print(f"  {leases} in flight held by {owner} ({whose})")
+        for line in _host_lines(spider.hosts):
+            console.print(f"  {line}")
+        for line in _reason_lines(spider.reasons):
+            console.print(f"  {line}")
     console.print(f"A crawl is running now: {status.running}" if status.running else "No crawl is running.")
 
 
@@ -128,6 +133,47 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
             f"replayed requests, {stats.get('cookie_warnings', 0)} cookie warnings, "
             f"{stats.get('header_overrides', 0)} header overrides"
         )
-    dropped = {name: count for name, count in stats.items() if name.startswith("dropped:")}
-    if dropped:
-        console.print("Dropped: " + ", ".join(f"{name[8:]} {count}" for name, count in sorted(dropped.items())))
+    for line in _reason_lines(reason_counts(stats)):
+        console.print(line)
+    for line in _host_lines(report.hosts):
+        console.print(line)
+
+
+# The per-host table is for seeing which hosts slow the crawl or fail; a broad crawl has
+# thousands, so only the busiest are listed.
+_HOSTS_SHOWN = 10
+
+
+def _host_lines(hosts: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    busiest = sorted(hosts.items(), key=lambda entry: -(entry[1].get("requests") or 0))[:_HOSTS_SHOWN]
+    lines = []
+    for host, row in busiest:
+        paused = row.get("paused_until")
+        pause = f", paused until {datetime.fromtimestamp(paused).strftime('%H:%M:%S')}" if paused else ""
+        lines.append(
+            f"Host {host}: {row.get('requests', 0):.0f} requests, {row.get('errors', 0):.0f} errors, "
+            f"delay {row.get('delay') or 0:.2f}s{pause}"
+        )
+    if len(hosts) > _HOSTS_SHOWN:
+        lines.append(f"... and {len(hosts) - _HOSTS_SHOWN} more hosts")
+    return lines
+
+
+_REASON_TITLES = {
+    "failed": "Failed",
+    "filtered": "Filtered",
+    "refused": "Refused",
+    "skipped": "Skipped",
+    "malformed": "Malformed",
+    "robots": "robots.txt",
+}
+
+
+def _reason_lines(counts: Mapping[str, int]) -> list[str]:
+    """``Filtered: offsite 12, depth 3``: one line per family of counts by reason."""
+    families: dict[str, list[str]] = {}
+    for name, count in sorted(counts.items()):
+        family, _, reason = name.partition(":")
+        if count:
+            families.setdefault(family, []).append(f"{reason} {count}")
+    return [f"{_REASON_TITLES.get(family, family)}: {', '.join(parts)}" for family, parts in families.items()]

@@ -121,6 +121,17 @@ class Request:
         return cls(url, **data)
 
 
+def host_key(url: str) -> str:
+    """The host a request goes to, as per-host limits count it: ``host`` or ``host:port``
+    (lowercase, default port left out)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    return host if port is None or DEFAULT_PORTS.get(parts.scheme) == port else f"{host}:{port}"
+
+
 def canonical_url(url: str) -> str:
     """The URL form used for dedupe: w3lib's canonical form (fragment dropped, query sorted,
     percent-encoding normalised) without the scheme's default port."""

@@ -56,6 +56,22 @@ class Response:
         return self._decoded
 
     @property
+    def undecodable(self) -> bool:
+        """Whether the body, once decoded, had bytes its encoding does not allow (each became
+        U+FFFD). False until the text was asked for: an undecoded body was never in question."""
+        if self._decoded is None:
+            return False
+        encoding, text = self._decoded
+        if "\ufffd" not in text:
+            return False
+        try:
+            # A page may carry U+FFFD itself; only a strict decode tells it from a bad byte.
+            self.body.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            return True
+        return False
+
+    @property
     def encoding(self) -> str:
         return self._decode()[0]
 
@@ -96,7 +112,12 @@ class Response:
                 url = url.attrib["href"]
             else:
                 raise ValueError(f"cannot follow {url.get()[:80]!r}: it has no href")
-        return Request(self.urljoin(url.strip()), callback, **request_options)
+        url = url.strip()
+        try:
+            url = self.urljoin(url)
+        except ValueError:
+            pass  # a malformed link: the engine counts it and drops it, the page goes on
+        return Request(url, callback, **request_options)
 
     def follow_all(
         self,

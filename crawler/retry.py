@@ -1,7 +1,8 @@
 """Retry policy, built from tenacity's parts.
 
-The fetcher is the only layer that retries (the connection pools' own retries are off), so the
-attempt counts stored in the checkpoint are the number of times the server saw the request.
+``RetryPolicy`` is the only place that decides retries (the connection pools' own retries are
+off, and a fetch is one attempt), so the attempt counts stored in the checkpoint are the number
+of times the server saw the request.
 Each strategy here is a small object or function, testable as a pure function of a call state.
 """
 
@@ -9,11 +10,8 @@ from __future__ import annotations
 
 import email.utils
 import math
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from tenacity import (
     RetryCallState,
@@ -24,12 +22,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from .exceptions import (
-    ConnectError,
-    CrawlInterrupted,
-    HTTPStatusError,
-    TransportError,
-)
+from .exceptions import ConnectError, HTTPStatusError, TransportError
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -93,19 +86,15 @@ class wait_retry_after(wait_base):
         return float(self.backoff(retry_state))
 
 
-def interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
-    """A sleep that ends at once, raising CrawlInterrupted, when the crawl is asked to stop."""
-
-    def sleep(seconds: float) -> None:
-        if stop.wait(seconds):
-            raise CrawlInterrupted("shutdown requested during retry backoff")
-
-    return sleep
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How many times to try, and how long to wait between tries."""
+    """How many times to try, and how long to wait between tries.
+
+    The decisions are tenacity's strategies (stop, wait, retry); the waiting is not. A worker
+    thread never sleeps on a retry: the engine puts the request back in the frontier with a
+    not-before time and the worker moves on to other requests, so one slow or rate-limited host
+    cannot tie up the crawl's threads.
+    """
 
     attempts: int = 4
     backoff_initial: float = 0.5
@@ -113,9 +102,10 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retry_after: float = 120.0
     statuses: frozenset[int] = TRANSIENT_STATUSES
+    _strategies: Retrying = field(init=False, repr=False, compare=False)
 
-    def retrying(self, stop: threading.Event, before_sleep: Callable[[RetryCallState], Any]) -> Retrying:
-        return Retrying(
+    def __post_init__(self) -> None:
+        strategies = Retrying(
             stop=stop_after_attempt(self.attempts),
             wait=wait_retry_after(
                 wait_exponential_jitter(
@@ -124,7 +114,15 @@ class RetryPolicy:
                 cap=self.max_retry_after,
             ),
             retry=retry_if_transient(self.statuses),
-            sleep=interruptible_sleep(stop),
-            before_sleep=before_sleep,
-            reraise=True,
         )
+        object.__setattr__(self, "_strategies", strategies)
+
+    def retry_in(self, error: BaseException, attempts: int) -> float | None:
+        """Seconds to wait before trying again after ``attempts`` tries ended in ``error``, or
+        None if the request should not be tried again."""
+        state = RetryCallState(self._strategies, fn=None, args=(), kwargs={})
+        state.attempt_number = attempts
+        state.set_exception((type(error), error, error.__traceback__))
+        if not self._strategies.retry(state) or self._strategies.stop(state):
+            return None
+        return float(self._strategies.wait(state))

@@ -6,29 +6,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import ContextManager, Protocol
+from typing import Any, ContextManager, Protocol
 from urllib.parse import urlsplit
 
 import requests
 
-from .config import Config
-from .engine import Crawl, CrawlResult
+from .config import Config, SpiderConfig
+from .engine import Crawl, CrawlResult, previous_run_stats
 from .exceptions import CheckpointError, CrawlerError
 from .exporters import OutputFile, make_format
-from .frontier.base import FrontierCounts, ResumeInfo
+from .frontier.base import FrontierCounts, Limits, ResumeInfo
 from .frontier.sqlite import Checkpoint, delete_checkpoint
 from .auth.cookies import CrawlCookieJar
 from .auth.setup import build_spider_auth, check_secrets, cookie_file, environment
-from .http.fetcher import Fetcher
+from .http.fetcher import Fetcher, Timeouts
 from .http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
 from .loader import load_spiders
+from .politeness.hosts import AdaptiveDelay, Delay, FixedDelay, HostLimits, HostScheduler
+from .politeness.robots import RobotsCache
 from .retry import RetryPolicy
+from .rules import CrawlRules
 from .spider import Spider
 from .stats import Stats
 from .stopping import StopSignal
@@ -45,6 +49,11 @@ class RunReport:
     interrupted: bool
     sessions: int
     requests_per_connection: float
+
+    @property
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        """Every spider's per-host table, in one."""
+        return {host: row for result in self.results for host, row in result.hosts.items()}
 
 
 class Reporter(Protocol):
@@ -82,6 +91,36 @@ def _retry_policy(config: Config) -> RetryPolicy:
         jitter=retry.backoff.jitter,
         max_retry_after=retry.max_retry_after,
         statuses=retry.statuses,
+    )
+
+
+def limits_of(entry: SpiderConfig) -> Limits:
+    return Limits(entry.max_pages, entry.max_items)
+
+
+def _host_limits(config: Config) -> HostLimits:
+    polite = config.politeness
+    rng = random.Random()
+
+    def delay() -> Delay:
+        if polite.adaptive:
+            return AdaptiveDelay(
+                polite.delay, polite.min_delay, polite.max_delay, polite.target_concurrency, polite.jitter, rng
+            )
+        return FixedDelay(polite.delay, polite.jitter, rng)
+
+    return HostLimits(polite.concurrency, delay)
+
+
+def _robots(config: Config, fetcher: Fetcher, stats: Stats) -> RobotsCache | None:
+    if not config.robots.obey:
+        return None
+    return RobotsCache(
+        fetcher.fetch_robots,
+        config.http.user_agent,
+        stats,
+        recheck_unavailable=config.robots.recheck_unavailable,
+        max_crawl_delay=config.robots.max_crawl_delay,
     )
 
 
@@ -238,28 +277,51 @@ def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
     new_session = _session_factory(config, spider, stats)
     spider_auth = build_spider_auth(config, index, spider, stats, run.environ, new_session)
     sessions = SessionRegistry(lambda: new_session(spider_auth.cookies))
+    timeout = config.http.timeout
     fetcher = Fetcher(
         sessions,
-        timeout=(config.http.timeout.connect, config.http.timeout.read),
+        timeouts=Timeouts(timeout.connect, timeout.read, timeout.total),
         max_body_size=config.http.max_body_size,
         max_redirects=config.http.max_redirects,
-        policy=_retry_policy(config),
-        stop=run.stop.graceful,
+        error_statuses=config.retry.statuses,
         stats=stats,
         auth=spider_auth.auth,
     )
     frontier = run.checkpoint.frontier(spider.name)
     output = OutputFile(output_path, frontier, make_format(config.output.format))
+    entry = config.spiders[index]
+    earlier_hosts = previous_run_stats(frontier).get("hosts", {})
+    scheduler = HostScheduler(
+        _host_limits(config),
+        previous={host: (row["requests"], row["errors"]) for host, row in earlier_hosts.items()},
+    )
+    processor = LeaseProcessor(
+        spider,
+        fetcher,
+        stats,
+        run.stop,
+        retry=_retry_policy(config),
+        scheduler=scheduler,
+        rules=CrawlRules.build(
+            spider.allowed_domains if entry.allowed_domains is None else entry.allowed_domains,
+            entry.allow,
+            entry.deny,
+            entry.max_depth,
+        ),
+        robots=_robots(config, fetcher, stats),
+    )
     try:
         crawl = Crawl(
             spider,
             frontier,
-            LeaseProcessor(spider, fetcher, stats, run.stop),
+            processor,
             output,
             stats,
+            scheduler=scheduler,
             workers=config.crawl.workers,
             shutdown_grace=config.crawl.shutdown_grace,
             stop=run.stop,
+            limits=limits_of(entry),
         )
         if frontier.resume.counts.done or frontier.resume.counts.queued:
             if crawl.is_finished():

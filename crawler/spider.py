@@ -29,6 +29,9 @@ class Spider:
     name: ClassVar[str]
     start_urls: ClassVar[tuple[str, ...] | list[str]] = ()
     item_model: ClassVar[type[BaseModel] | None] = None
+    #: Domains followed links may go to, each with its subdomains (empty: any); the config's
+    #: ``allowed_domains`` replaces it. Requests to other hosts are counted as ``filtered:offsite``.
+    allowed_domains: ClassVar[tuple[str, ...] | list[str]] = ()
     #: Error statuses (>= 400) that still reach the callback instead of failing the request.
     handle_statuses: ClassVar[frozenset[int]] = frozenset()
 

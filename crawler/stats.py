@@ -7,11 +7,19 @@ import time
 from collections import Counter
 
 
+#: The families of counts by reason: requests dropped or not fetched, and inputs that were bad.
+REASONS = ("failed:", "filtered:", "refused:", "skipped:", "malformed:", "robots:")
+
+
+def reason_counts(snapshot: dict[str, int]) -> dict[str, int]:
+    return {name: count for name, count in snapshot.items() if name.startswith(REASONS)}
+
+
 class Stats:
     """Thread-safe named counters plus the crawl's clock.
 
     Names are plain strings so new subsystems can count without touching this class; names with a
-    colon (``dropped:scheme``) group counts by reason.
+    colon (``filtered:offsite``) group counts by reason (see ``REASONS``).
     """
 
     def __init__(self) -> None:

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel
 
-from .exceptions import CrawlInterrupted, LoginFailed
+from .content import accepted_by
+from .exceptions import FetchError, HTTPStatusError, LoginFailed, RobotsUnavailable
 from .frontier.base import Completion, Lease, Pending
-from .http.fetcher import Fetcher
+from .http.fetcher import Fetcher, UnwantedContent
 from .items import ItemValidator, RejectedItem
-from .request import Request
+from .politeness.hosts import HostScheduler
+from .politeness.robots import RobotsCache, RobotsDecision
+from .request import Request, fingerprint
 from .response import Response
+from .retry import RetryPolicy
+from .rules import CrawlRules
 from .spider import Spider
 from .stats import Stats
 from .stopping import StopSignal
@@ -27,57 +33,135 @@ from .stopping import StopSignal
 logger = logging.getLogger(__name__)
 
 FETCHABLE_SCHEMES = frozenset({"http", "https"})
+# A host that answers these with Retry-After is asking for a pause, not just a later retry.
+_PAUSING_STATUSES = frozenset({429, 503})
 
 
 class LeaseProcessor:
     """Turns a lease into a Completion for one spider. Safe to share between worker threads."""
 
-    def __init__(self, spider: Spider, fetcher: Fetcher, stats: Stats, stop: StopSignal) -> None:
+    def __init__(
+        self,
+        spider: Spider,
+        fetcher: Fetcher,
+        stats: Stats,
+        stop: StopSignal,
+        *,
+        retry: RetryPolicy,
+        scheduler: HostScheduler,
+        rules: CrawlRules = CrawlRules(),
+        robots: RobotsCache | None = None,
+    ) -> None:
         self.spider = spider
         self.fetcher = fetcher
         self.stats = stats
         self.stop = stop
+        self.retry = retry
+        self.scheduler = scheduler
+        self.rules = rules
+        self.robots = robots
         self.validator = ItemValidator(spider.item_model)
 
     def process(self, lease: Lease) -> Completion | None:
-        """The lease's outcome, or None if the crawl is stopping and the lease should go back."""
-        request = lease.request
+        """The lease's outcome, or None if the crawl is stopping and the lease should go back.
+        Gives the lease's host slot back to the scheduler whatever happens."""
+        sent = _Sent()
         try:
-            outcome = self.fetcher.fetch(request)
-        except CrawlInterrupted:
-            return None
+            return self._process(lease, sent)
+        finally:
+            self.scheduler.finished(lease, latency=sent.latency, ok=sent.ok)
+
+    def _process(self, lease: Lease, sent: _Sent) -> Completion | None:
+        request = lease.request
+        if self.robots is not None and (refused := self._check_robots(lease)) is not None:
+            return refused
+        name = request.callback or "parse"
+        callback = getattr(self.spider, name, None)
+        if not callable(callback):
+            return self._fail(lease, 0, f"no callback {name!r}", "CallbackError", "callback_errors")
+        started = time.monotonic()
+        try:
+            response = self.fetcher.fetch(request, accepted_by(callback))
+        except UnwantedContent as unwanted:
+            sent.record(time.monotonic() - started, ok=True)
+            self.stats.inc("skipped:content_type")
+            logger.info("skipped %s: %s for %s.%s", request.url, unwanted, self.spider.name, name)
+            return Completion(lease, 1)
         except LoginFailed as error:
             # Every request would fail the same way: stop the crawl, keep this one queued.
             self.stop.fail(error)
             return None
-        if outcome.error is not None:
-            self.stats.inc("failed")
-            logger.warning("failed %s after %d attempt(s): %s", request.url, outcome.attempts, outcome.error)
-            return Completion(lease, outcome.attempts, str(outcome.error), type(outcome.error).__name__)
-        response = outcome.response
-        assert response is not None
+        except FetchError as error:
+            sent.record(time.monotonic() - started, ok=False)
+            return self._retry_or_fail(lease, error)
+        sent.record(time.monotonic() - started, ok=response.status < 400)
         if response.status >= 400 and response.status not in self.spider.handle_statuses:
-            self.stats.inc("failed")
-            logger.warning("failed %s: HTTP %d", request.url, response.status)
-            return Completion(lease, outcome.attempts, f"HTTP {response.status}", "HTTPStatusError")
+            return self._fail(lease, 1, f"HTTP {response.status}", "HTTPStatusError")
         self.stats.inc("pages")
-        return self._run_callback(lease, response, outcome.attempts)
+        return self._run_callback(lease, callback, response)
 
-    def _run_callback(self, lease: Lease, response: Response, attempts: int) -> Completion:
-        name = lease.request.callback or "parse"
-        callback = getattr(self.spider, name, None)
-        if not callable(callback):
-            self.stats.inc("callback_errors")
-            logger.error("spider %r has no callback %r (for %s)", self.spider.name, name, response.url)
-            return Completion(lease, attempts, f"no callback {name!r}", "CallbackError")
+    def _check_robots(self, lease: Lease) -> Completion | None:
+        assert self.robots is not None
+        verdict = self.robots.check(lease.request.url)
+        if verdict.crawl_delay:
+            self.scheduler.set_floor(lease.host, verdict.crawl_delay)
+        if verdict.decision is RobotsDecision.DISALLOW:
+            self.stats.inc("refused:robots")
+            logger.info("refused by robots.txt: %s", lease.request.url)
+            return Completion(lease, 0, "disallowed by robots.txt", "RobotsDisallowed", refused=True)
+        if verdict.decision is RobotsDecision.UNAVAILABLE:
+            error = RobotsUnavailable(f"robots.txt unavailable ({verdict.reason})", lease.request)
+            return self._retry_or_fail(lease, error)
+        return None
+
+    def _retry_or_fail(self, lease: Lease, error: FetchError) -> Completion:
+        """Try again later (the policy says when), or record the request as failed."""
+        attempts = lease.attempts + 1
+        wait = self.retry.retry_in(error, attempts)
+        if isinstance(error, HTTPStatusError) and error.status in _PAUSING_STATUSES:
+            self._pause_host(lease, error, wait)
+        if wait is None:
+            return self._fail(lease, 1, str(error), type(error).__name__, attempts=attempts)
+        self.stats.inc("retries")
+        logger.debug("retrying %s in %.2fs after attempt %d: %s", lease.request.url, wait, attempts, error)
+        return Completion(lease, 1, str(error), type(error).__name__, retry_at=time.time() + wait)
+
+    def _pause_host(self, lease: Lease, error: HTTPStatusError, wait: float | None) -> None:
+        # A 429 is about the host, not the page; so is a 503 that says how long to stay away.
+        if error.retry_after is not None:
+            seconds = min(error.retry_after, self.retry.max_retry_after)
+        elif error.status == 429 and wait is not None:
+            seconds = wait
+        else:
+            return
+        self.scheduler.pause(lease.host, seconds)
+        self.stats.inc("host_pauses")
+        logger.info("pausing %s for %.1fs: it answered HTTP %d", lease.host, seconds, error.status)
+
+    def _fail(
+        self, lease: Lease, tries: int, error: str, kind: str, counter: str | None = None, *, attempts: int | None = None
+    ) -> Completion:
+        self.stats.inc("failed")
+        self.stats.inc(f"failed:{kind}")
+        if counter:
+            self.stats.inc(counter)
+        total = lease.attempts + tries if attempts is None else attempts
+        logger.warning("failed %s after %d attempt(s): %s", lease.request.url, total, error)
+        return Completion(lease, tries, error, kind)
+
+    def _run_callback(self, lease: Lease, callback: Callable[..., Any], response: Response) -> Completion:
+        name = callback.__name__
         children: list[Pending] = []
         items: list[str] = []
         rejected: list[RejectedItem] = []
+        depth = lease.depth + 1
         try:
             for output in callback(response) or ():
                 if isinstance(output, Request):
-                    if child := checked_request(output, self.stats, base_url=response.url):
-                        children.append(Pending(child, lease.depth + 1))
+                    if child := checked_request(
+                        output, self.stats, self.spider.name, base_url=response.url, rules=self.rules, depth=depth
+                    ):
+                        children.append(Pending(child, depth))
                 elif isinstance(output, (BaseModel, dict)):
                     checked = self.validator.check(output, response.url)
                     if isinstance(checked, RejectedItem):
@@ -86,7 +170,7 @@ class LeaseProcessor:
                     else:
                         items.append(checked)
                 else:
-                    self.stats.inc("dropped:unsupported_output")
+                    self.stats.inc("malformed:output")
                     logger.warning(
                         "%s.%s yielded a %s for %s; expected a Request, a dict or a model",
                         self.spider.name, name, type(output).__name__, response.url,
@@ -95,38 +179,79 @@ class LeaseProcessor:
             # Output yielded before the error is dropped with it: a page's results are committed
             # whole or not at all, so a later retry of the failed page cannot duplicate them.
             # (KeyboardInterrupt is only ever raised in the main thread, never here.)
-            self.stats.inc("callback_errors")
             logger.error("callback %s raised for %s", name, response.url, exc_info=True)
-            return Completion(lease, attempts, f"callback error: {type(error).__name__}: {error}", "CallbackError")
+            return self._fail(
+                lease, 1, f"callback error: {type(error).__name__}: {error}", "CallbackError", "callback_errors"
+            )
+        if response.undecodable:
+            self.stats.inc("malformed:encoding")
+            logger.warning("%s has bytes that are not valid %s; they were replaced", response.url, response.encoding)
         self.stats.inc("items", len(items))
         self.stats.inc("rejected_items", len(rejected))
-        return Completion(lease, attempts, children=children, items=items, rejected=rejected)
+        return Completion(lease, 1, children=children, items=items, rejected=rejected)
 
 
-def checked_request(request: Request, stats: Stats, base_url: str | None = None) -> Request | None:
-    """Resolve a relative URL, and drop (counting why) what can never be fetched or stored."""
+class _Sent:
+    """What the scheduler learns from one lease: how long its response took, and whether it
+    was a success (no latency: nothing was sent)."""
+
+    __slots__ = ("latency", "ok")
+
+    def __init__(self) -> None:
+        self.latency: float | None = None
+        self.ok = True
+
+    def record(self, latency: float, ok: bool) -> None:
+        self.latency, self.ok = latency, ok
+
+
+def checked_request(
+    request: Request,
+    stats: Stats,
+    spider: str,
+    base_url: str | None = None,
+    *,
+    rules: CrawlRules | None = None,
+    depth: int = 0,
+) -> Request | None:
+    """Resolve a relative URL, and drop (counting why) what can never be fetched or stored, or
+    what the crawl's rules leave out."""
     url = request.url.strip()
-    scheme = urlsplit(url).scheme.lower()
-    if base_url is not None and not scheme:  # response.follow() already made it absolute
-        url = urljoin(base_url, url)
-        scheme = urlsplit(url).scheme.lower()
-    if scheme not in FETCHABLE_SCHEMES:
-        stats.inc(f"dropped:scheme:{scheme or 'none'}")
+    try:
+        if base_url is not None and not urlsplit(url).scheme:  # response.follow() already made it absolute
+            url = urljoin(base_url, url)
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in FETCHABLE_SCHEMES:
+            stats.inc(f"filtered:scheme:{scheme or 'none'}")
+            return None
+        if not parts.hostname or " " in parts.netloc:
+            raise ValueError("no valid host")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        checked = request if url == request.url else request.replace(url=url)
+        # Also what dedupe will use, cached for the frontier; it refuses what cannot be encoded.
+        fingerprint(spider, checked)
+    except ValueError as error:  # UnicodeError (a host IDNA cannot encode) included
+        stats.inc("malformed:url")
+        logger.warning("dropped a malformed link %.200r on %s: %s", url, base_url or "start requests", error)
+        return None
+    if rules is not None and (reason := rules.refusal(url, depth)):
+        stats.inc(f"filtered:{reason}")
         return None
     if request.meta:
         try:
             json.dumps(request.meta)
         except (TypeError, ValueError):
-            stats.inc("dropped:meta_not_json")
+            stats.inc("malformed:meta")
             logger.warning("dropped a request for %s: its meta is not JSON-serializable", url)
             return None
-    return request if url == request.url else request.replace(url=url)
+    return checked
 
 
-def checked_requests(requests: Iterable[Any], stats: Stats) -> Iterable[Request]:
+def checked_requests(requests: Iterable[Any], stats: Stats, spider: str) -> Iterable[Request]:
     for request in requests:
         if not isinstance(request, Request):
-            stats.inc("dropped:unsupported_output")
+            stats.inc("malformed:output")
             logger.warning("start_requests yielded a %s; expected a Request", type(request).__name__)
-        elif (checked := checked_request(request, stats)) is not None:
+        elif (checked := checked_request(request, stats, spider)) is not None:
             yield checked

@@ -31,3 +31,8 @@ def in_thread(action: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=action, daemon=True)
     thread.start()
     return thread
+
+
+def lease_from(frontier, limit: int) -> list:
+    """Up to ``limit`` leases of every ready host (tests use one host, so: up to ``limit``)."""
+    return frontier.lease({host: limit for host in frontier.ready_hosts()})

@@ -204,10 +204,10 @@ def test_a_short_lived_token_is_refreshed_once_per_expiry(members_config, write_
 def test_tokens_and_logins_leave_session_headers_alone(site: PracticeSite, credentials) -> None:
     from crawler.auth.cookies import CrawlCookieJar
     from crawler.auth.tokens import BearerToken, HeaderAuth
-    from crawler.http.fetcher import Auth, Fetcher
+    from crawler.http.fetcher import Auth, Fetcher, Timeouts
     from crawler.http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
     from crawler.request import Request
-    from crawler.retry import RetryPolicy
+    from crawler.retry import TRANSIENT_STATUSES
     from crawler.stats import Stats
 
     stats = Stats()
@@ -223,8 +223,8 @@ def test_tokens_and_logins_leave_session_headers_alone(site: PracticeSite, crede
     )
     signed = HeaderAuth([f"127.0.0.1:{site.port}"], lambda method, url: {"X-Signature": f"sig({method} {url})"})
     fetcher = Fetcher(
-        sessions, timeout=(5, 5), max_body_size=1 << 20, max_redirects=5,
-        policy=RetryPolicy(), stop=threading.Event(), stats=stats, auth=Auth(None, (bearer, signed)),
+        sessions, timeouts=Timeouts(5, 5, 30), max_body_size=1 << 20, max_redirects=5,
+        error_statuses=TRANSIENT_STATUSES, stats=stats, auth=Auth(None, (bearer, signed)),
     )
     defaults = dict(requests.Session().headers)
     defaults["User-Agent"] = "test-agent"
@@ -235,7 +235,7 @@ def test_tokens_and_logins_leave_session_headers_alone(site: PracticeSite, crede
         thread.start()
     for thread in threads:
         thread.join()
-    echo = fetcher.fetch(Request(f"{site.url}/echo")).response
+    echo = fetcher.fetch(Request(f"{site.url}/echo"))
     try:
         assert len(sessions) == 9
         assert site.counters.api_requests == 8

@@ -18,7 +18,7 @@ from crawler.frontier.base import FrontierCounts
 from crawler.frontier.schema import SCHEMA_VERSION
 from crawler.frontier.sqlite import Checkpoint
 from crawler.practice import PracticeSite
-from helpers import wait_until
+from helpers import wait_until, lease_from
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ def test_status_shows_a_running_crawl_and_what_a_killed_one_left_in_flight(tmp_p
 
         cli(tmp_path, "run", "config.toml")
         final = cli(tmp_path, "status", "config.toml").stdout
-        assert "products: finished; 316 done, 0 queued, 0 in flight, 0 failed; 300 items" in final
+        assert "products: finished; 316 done, 0 queued, 0 in flight, 0 failed, 0 refused by robots.txt; 300 items" in final
 
 
 def test_status_without_a_checkpoint_says_so(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_retry_failed_queues_failures_again_by_status(tmp_path: Path) -> None:
         assert cli(tmp_path, "run", "config.toml").returncode == 0
         # Two attempts in the first run, then the outage (3 failures) ends on the second retry.
         assert site.counters.attempts("outage") == 4
-        assert "probe: finished; 2 done, 0 queued, 0 in flight, 1 failed; 2 items" in cli(tmp_path, "status", "config.toml").stdout
+        assert "probe: finished; 2 done, 0 queued, 0 in flight, 1 failed, 0 refused by robots.txt; 2 items" in cli(tmp_path, "status", "config.toml").stdout
 
         by_kind = cli(tmp_path, "retry-failed", "config.toml", "--kind", "HTTPStatusError")
         assert "probe: 1 failed request queued again" in by_kind.stdout
@@ -193,10 +193,10 @@ def test_a_checkpoint_from_schema_1_is_migrated(tmp_path: Path) -> None:
         frontier = checkpoint.frontier("old")
         assert frontier.resume.reclaimed == 1  # the dead process's lease came back
         assert frontier.counts() == FrontierCounts(queued=2, done=1, failed=1, items=1)
-        leases = frontier.lease(10)
+        leases = lease_from(frontier, 10)
         assert [lease.request.url for lease in leases] == ["http://h/in-flight", "http://h/queued"]
         [failure] = frontier.failed(10)
         assert (failure.url, failure.attempts, failure.error) == ("http://h/failed", 4, "HTTP 503")
         assert frontier.retry_failed(statuses=[503]) == 1
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
     assert auto_vacuum == 2  # incremental

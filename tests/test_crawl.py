@@ -15,7 +15,7 @@ from crawler.practice import PracticeSite
 from crawler.practice.catalogue import product
 from crawler.runner import run_crawl
 from conftest import PROBE_SPIDER
-from helpers import interrupt_when
+from helpers import interrupt_when, lease_from
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTS_SPIDER = (REPO / "spiders" / "products.py").read_text()
@@ -74,9 +74,11 @@ def test_full_crawl_writes_every_product_exactly_once(site: PracticeSite, produc
         assert item["price"] == expected["price"]
         assert item["stock"] == expected["stock"]
         assert item["url"] == f"{site.url}{expected['url']}"
-    # Home + 6 listing pages + 120 products, each fetched once although linked many times.
+    # Home + 6 listing pages + 120 products, each fetched once although linked many times, and
+    # the site's robots.txt once.
     assert report.stats["pages"] == 127
-    assert site.counters.requests == 127
+    assert site.counters.requests == 128
+    assert site.counters.hits("/robots.txt") == 1
     assert all(site.counters.hits(f"/product/{n}") == 1 for n in range(1, 121))
     assert report.results[0].finished
 
@@ -124,7 +126,7 @@ def test_fresh_starts_over(site: PracticeSite, products_config) -> None:
     run_crawl(config)
     site.counters.reset()
     run_crawl(config, fresh=True)
-    assert site.counters.requests == 127
+    assert site.counters.requests == 128  # 127 pages and robots.txt
     assert len(output_items(config)) == 120
 
 
@@ -157,7 +159,7 @@ def test_resume_after_a_crash_requeues_in_flight_work(site: PracticeSite, produc
 
         frontier.add([Pending(Request(f"{site.url}/", callback="parse"), 0)])
         frontier.set_state("start_requests_queued", "1")
-        assert len(frontier.lease(10)) == 1  # the "crashed" run took it and never finished
+        assert len(lease_from(frontier, 10)) == 1  # the "crashed" run took it and never finished
     report = run_crawl(config)
     assert report.results[0].finished
     assert len(output_items(config)) == 120
@@ -192,7 +194,7 @@ def test_callback_errors_are_counted_and_the_crawl_goes_on(site: PracticeSite, w
     )
     report = run_crawl(config)
     assert report.stats["callback_errors"] == 1
-    assert report.stats["dropped:unsupported_output"] == 1
+    assert report.stats["malformed:output"] == 1
     items = output_items(config, "fragile")
     assert len(items) == 10  # 11 pages, one of which raised: its partial item is not kept
     assert {"partial": True} not in items

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from helpers import lease_from
+
 from crawler.exporters import CsvFormat, JsonLinesFormat, OutputFile
 from crawler.frontier import Checkpoint, Completion, Pending, SQLiteFrontier
 from crawler.request import Request
@@ -40,7 +42,7 @@ _page_numbers = itertools.count(1)
 def commit(frontier: SQLiteFrontier, *items: dict[str, Any]) -> None:
     """Crawl one made-up page whose callback yielded ``items``."""
     frontier.add([Pending(Request(f"http://example.test/page/{next(_page_numbers)}"), 0)])
-    (lease,) = frontier.lease(1)
+    (lease,) = lease_from(frontier, 1)
     frontier.complete([Completion(lease, 1, items=[json.dumps(item) for item in items])])
 
 

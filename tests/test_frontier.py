@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import lease_from
+
 from crawler.exceptions import CheckpointError
 from crawler.frontier import Checkpoint, Completion, FrontierCounts, Pending, SQLiteFrontier, State
 from crawler.frontier.schema import APPLICATION_ID, SCHEMA_VERSION
@@ -96,7 +98,7 @@ def test_seen_set_is_per_spider(checkpoint: Checkpoint) -> None:
 
 def test_a_done_request_is_still_seen(frontier: SQLiteFrontier) -> None:
     frontier.add(pending("/a"))
-    (lease,) = frontier.lease(1)
+    (lease,) = lease_from(frontier, 1)
     frontier.complete([Completion(lease, attempts=1)])
     assert frontier.add(pending("/a")) == 0
 
@@ -114,8 +116,8 @@ def test_lease_order_is_priority_first_then_fifo(frontier: SQLiteFrontier) -> No
             Pending(Request(BASE + "/high-2", priority=5), 0),
         ]
     )
-    first = [lease.request.url for lease in frontier.lease(3)]
-    rest = [lease.request.url for lease in frontier.lease(10)]
+    first = [lease.request.url for lease in lease_from(frontier, 3)]
+    rest = [lease.request.url for lease in lease_from(frontier, 10)]
     assert first == [BASE + "/high-1", BASE + "/high-2", BASE + "/mid-1"]
     assert rest == [BASE + "/mid-2", BASE + "/low-1"]
 
@@ -123,25 +125,25 @@ def test_lease_order_is_priority_first_then_fifo(frontier: SQLiteFrontier) -> No
 def test_later_higher_priority_jumps_the_queue(frontier: SQLiteFrontier) -> None:
     frontier.add(pending("/old-1", "/old-2"))
     frontier.add(pending("/urgent", priority=10))
-    assert [lease.request.url for lease in frontier.lease(1)] == [BASE + "/urgent"]
+    assert [lease.request.url for lease in lease_from(frontier, 1)] == [BASE + "/urgent"]
 
 
 def test_lease_marks_rows_in_flight_and_counts_them(frontier: SQLiteFrontier, checkpoint_path: Path) -> None:
     frontier.add(pending("/a", "/b", "/c"))
-    leases = frontier.lease(2)
+    leases = lease_from(frontier, 2)
 
     assert len(leases) == 2
     assert frontier.counts() == FrontierCounts(queued=1, in_flight=2)
     states = rows(checkpoint_path, "SELECT state, owner FROM requests ORDER BY seq")
     assert states == [(State.IN_FLIGHT, "test:1"), (State.IN_FLIGHT, "test:1"), (State.QUEUED, None)]
-    assert frontier.lease(5) != []  # the third one
-    assert frontier.lease(5) == []  # nothing is leased twice
+    assert lease_from(frontier, 5) != []  # the third one
+    assert lease_from(frontier, 5) == []  # nothing is leased twice
 
 
 def test_lease_carries_depth_and_the_request(frontier: SQLiteFrontier) -> None:
     request = Request(BASE + "/a", "parse_item", meta={"page": 2}, priority=1)
     frontier.add([Pending(request, depth=3)])
-    (lease,) = frontier.lease(1)
+    (lease,) = lease_from(frontier, 1)
     assert lease.request == request
     assert lease.depth == 3
     assert len(lease.fingerprint) == 16
@@ -150,7 +152,7 @@ def test_lease_carries_depth_and_the_request(frontier: SQLiteFrontier) -> None:
 @pytest.mark.parametrize("limit", [0, -1])
 def test_lease_with_no_room_takes_nothing(frontier: SQLiteFrontier, limit: int) -> None:
     frontier.add(pending("/a"))
-    assert frontier.lease(limit) == []
+    assert lease_from(frontier, limit) == []
     assert frontier.counts().queued == 1
 
 
@@ -161,7 +163,7 @@ def test_complete_commits_items_and_children_and_drops_done_request(
     frontier: SQLiteFrontier, checkpoint_path: Path
 ) -> None:
     frontier.add(pending("/list"))
-    (lease,) = frontier.lease(1)
+    (lease,) = lease_from(frontier, 1)
     frontier.complete(
         [
             Completion(
@@ -182,7 +184,7 @@ def test_complete_commits_items_and_children_and_drops_done_request(
         (State.DONE, 2, None, None, None)
     ]
     assert rows(checkpoint_path, "SELECT count(*) FROM queue") == [(2,)]  # the children only
-    children = frontier.lease(10)
+    children = lease_from(frontier, 10)
     assert [(lease.request.url, lease.depth) for lease in children] == [
         (BASE + "/item/1", 1),
         (BASE + "/item/2", 1),
@@ -191,14 +193,14 @@ def test_complete_commits_items_and_children_and_drops_done_request(
 
 def test_children_already_seen_are_not_added_again(frontier: SQLiteFrontier) -> None:
     frontier.add(pending("/list", "/item/1"))
-    leases = frontier.lease(1)
+    leases = lease_from(frontier, 1)
     frontier.complete([Completion(leases[0], 1, children=pending("/item/1", "/item/2", depth=1))])
     assert frontier.counts().queued == 2
 
 
 def test_complete_is_atomic(frontier: SQLiteFrontier, checkpoint_path: Path) -> None:
     frontier.add(pending("/list"))
-    (lease,) = frontier.lease(1)
+    (lease,) = lease_from(frontier, 1)
     # The second completion's item cannot be stored (items.data is NOT NULL): nothing of the
     # batch may be committed, not even the first completion's item, child and state change.
     good = Completion(lease, attempts=1, items=["{}"], children=pending("/child"))
@@ -212,7 +214,7 @@ def test_complete_is_atomic(frontier: SQLiteFrontier, checkpoint_path: Path) -> 
 
 def test_failed_rows_keep_their_error_attempts_and_request(frontier: SQLiteFrontier, checkpoint_path: Path) -> None:
     frontier.add(pending("/broken"))
-    (lease,) = frontier.lease(1)
+    (lease,) = lease_from(frontier, 1)
     frontier.complete([Completion(lease, attempts=4, error="HTTP 503", items=['{"ignored":1}'])])
 
     assert frontier.counts() == FrontierCounts(failed=1)
@@ -224,11 +226,11 @@ def test_failed_rows_keep_their_error_attempts_and_request(frontier: SQLiteFront
 
 def test_release_puts_leases_back_untouched(frontier: SQLiteFrontier) -> None:
     frontier.add(pending("/a", "/b"))
-    leases = frontier.lease(2)
+    leases = lease_from(frontier, 2)
     frontier.release(leases)
 
     assert frontier.counts() == FrontierCounts(queued=2)
-    again = frontier.lease(2)
+    again = lease_from(frontier, 2)
     assert [lease.request for lease in again] == [lease.request for lease in leases]
 
 
@@ -236,7 +238,7 @@ def test_is_finished_when_nothing_is_queued_or_in_flight(frontier: SQLiteFrontie
     assert frontier.is_finished()
     frontier.add(pending("/a", "/b"))
     assert not frontier.is_finished()
-    done, failed = frontier.lease(2)
+    done, failed = lease_from(frontier, 2)
     assert not frontier.is_finished()
     frontier.complete([Completion(done, 1)])
     assert not frontier.is_finished()
@@ -246,7 +248,7 @@ def test_is_finished_when_nothing_is_queued_or_in_flight(frontier: SQLiteFrontie
 
 def test_items_after_pages_through_items_in_commit_order(frontier: SQLiteFrontier) -> None:
     frontier.add(pending("/a", "/b"))
-    first, second = frontier.lease(2)
+    first, second = lease_from(frontier, 2)
     frontier.complete([Completion(first, 1, items=['"a1"', '"a2"'])])
     frontier.complete([Completion(second, 1, items=['"b1"'])])
 
@@ -273,7 +275,7 @@ def test_reopening_reclaims_what_was_in_flight(checkpoint_path: Path) -> None:
     with Checkpoint(checkpoint_path, owner="first:1") as first:
         frontier = first.frontier("books")
         frontier.add(pending("/a", "/b", "/c"))
-        done, abandoned = frontier.lease(2)
+        done, abandoned = lease_from(frontier, 2)
         frontier.complete([Completion(done, 1, items=['{"n":1}'])])
         # The process "dies" holding `abandoned`.
 
@@ -281,7 +283,7 @@ def test_reopening_reclaims_what_was_in_flight(checkpoint_path: Path) -> None:
         frontier = second.frontier("books")
         assert frontier.resume.reclaimed == 1
         assert frontier.resume.counts == FrontierCounts(queued=2, done=1, items=1)
-        urls = [lease.request.url for lease in frontier.lease(10)]
+        urls = [lease.request.url for lease in lease_from(frontier, 10)]
         assert urls == [abandoned.request.url, BASE + "/c"]
 
 
@@ -292,14 +294,14 @@ def test_reopening_keeps_the_seen_set_and_fifo_order(checkpoint_path: Path) -> N
         frontier = second.frontier("books")
         assert frontier.resume.reclaimed == 0
         assert frontier.add(pending("/a", "/c")) == 1
-        assert [lease.request.url for lease in frontier.lease(10)] == [BASE + "/a", BASE + "/b", BASE + "/c"]
+        assert [lease.request.url for lease in lease_from(frontier, 10)] == [BASE + "/a", BASE + "/b", BASE + "/c"]
 
 
 def test_reset_forgets_one_spider_only(checkpoint: Checkpoint) -> None:
     books, films = checkpoint.frontier("books"), checkpoint.frontier("films")
     for frontier in (books, films):
         frontier.add(pending("/a"))
-        (lease,) = frontier.lease(1)
+        (lease,) = lease_from(frontier, 1)
         frontier.complete([Completion(lease, 1, items=["1"], rejected=[RejectedItem("u", "e", "d")])])
         frontier.set_state("export", "x")
 
@@ -432,6 +434,6 @@ def test_request_with_meta_that_is_not_json_cannot_be_stored() -> None:
 def test_leased_request_comes_back_exactly_as_added(frontier: SQLiteFrontier) -> None:
     request = Request(BASE + "/api", "parse_api", method="POST", body=b"\x01\x02", meta={"k": [1, 2]}, headers={"X": "y"})
     frontier.add([Pending(request, 0)])
-    (lease,) = frontier.lease(1)
+    (lease,) = lease_from(frontier, 1)
     assert lease.request == request
     assert isinstance(lease.request.body, bytes)

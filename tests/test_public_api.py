@@ -18,6 +18,7 @@ EXPECTED_PUBLIC_NAMES = {
     "Response",
     "Spider",
     "__version__",
+    "accepts",
 }
 
 

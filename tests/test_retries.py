@@ -13,7 +13,11 @@ from crawler.frontier.sqlite import Checkpoint
 from crawler.practice import PracticeSite
 from crawler.runner import run_crawl
 
+# robots.txt is off: these tests count the requests one URL gets (robots has its own tests).
 FAST_RETRIES = """
+[robots]
+obey = false
+
 [retry]
 attempts = 4
 backoff = { initial = 0.01, max = 0.05, jitter = 0.0 }

@@ -10,7 +10,7 @@ The crawl is finished by the rule in ``crawl_is_finished``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -21,6 +21,8 @@ from ..request import Request
 
 #: State key set once a spider's start requests are all queued (see ``Crawl.is_finished``).
 SEEDED = "start_requests_queued"
+#: State key of the spider's per-host table and counts by reason, as JSON (see ``Crawl``).
+RUN_STATS = "run_stats"
 
 
 class State(IntEnum):
@@ -28,6 +30,7 @@ class State(IntEnum):
     IN_FLIGHT = 1
     DONE = 2
     FAILED = 3
+    REFUSED = 4  # never fetched: robots.txt disallows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +43,27 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A request handed to a worker. ``entry`` is the backend's handle on its queue entry."""
+    """A request handed to a worker. ``entry`` is the backend's handle on its queue entry;
+    ``attempts`` the tries already spent on it (earlier ones were retried later)."""
 
     fingerprint: bytes
     request: Request
     depth: int
     entry: int
+    host: str
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """What became of a lease. ``error`` is None for a done request, the last error for a failed one,
-    and ``error_kind`` names its class (``HTTPStatusError``, ``ReadTimeout``, ``CallbackError``...)
-    so failed requests can be selected by kind later."""
+    """What became of a lease, after ``attempts`` more tries.
+
+    - done: ``error`` is None; ``children``, ``items`` and ``rejected`` are its output;
+    - failed: ``error`` is the last error, and ``error_kind`` names its class (``HTTPStatusError``,
+      ``ReadTimeout``, ``CallbackError``...) so failed requests can be selected by kind later;
+    - to retry: ``retry_at`` (a wall-clock time) says when, and the error says why;
+    - refused: never fetched (robots.txt), with the reason in ``error``.
+    """
 
     lease: Lease
     attempts: int
@@ -61,6 +72,8 @@ class Completion:
     children: Sequence[Pending] = ()
     items: Sequence[str] = ()  # accepted items, as JSON text
     rejected: Sequence[RejectedItem] = ()
+    retry_at: float | None = None
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +84,33 @@ class FrontierCounts:
     failed: int = 0
     items: int = 0
     rejected: int = 0
+    refused: int = 0
 
 
-def crawl_is_finished(seeded: bool, counts: FrontierCounts) -> bool:
-    """The one rule for a finished crawl: its start requests are all queued, and nothing is
-    queued or in flight. (The engine also requires that it holds no lease itself.)"""
-    return seeded and not counts.queued and not counts.in_flight
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A spider's caps: requests completed (done or failed), and items committed."""
+
+    max_pages: int | None = None
+    max_items: int | None = None
+
+    def reached(self, counts: FrontierCounts) -> bool:
+        return (self.max_pages is not None and counts.done + counts.failed >= self.max_pages) or (
+            self.max_items is not None and counts.items >= self.max_items
+        )
+
+    def pages_left(self, counts: FrontierCounts) -> int | None:
+        """Requests that may still be started (those in flight included), or None: no cap."""
+        if self.max_pages is None:
+            return None
+        return self.max_pages - counts.done - counts.failed - counts.in_flight
+
+
+def crawl_is_finished(seeded: bool, counts: FrontierCounts, limits: Limits = Limits()) -> bool:
+    """The one rule for a finished crawl: its start requests are all queued, and either nothing
+    is queued or in flight, or a limit is reached. (The engine also requires that it holds no
+    lease itself.)"""
+    return seeded and ((not counts.queued and not counts.in_flight) or limits.reached(counts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +143,13 @@ class Frontier(Protocol):
     def add(self, pending: Iterable[Pending]) -> int:
         """Queue requests not seen before; returns how many were new."""
 
-    def lease(self, limit: int) -> list[Lease]:
-        """Take up to ``limit`` queued requests, highest priority first, then oldest first."""
+    def ready_hosts(self) -> dict[str, int]:
+        """Hosts with requests that can be leased now (not waiting for a retry time), and how
+        many each has queued."""
+
+    def lease(self, wants: Mapping[str, int]) -> list[Lease]:
+        """Take up to ``wants[host]`` ready requests of each host, highest priority first, then
+        oldest first."""
 
     def complete(self, completions: Sequence[Completion]) -> None:
         """Record outcomes, their items and their new requests, atomically."""

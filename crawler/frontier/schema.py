@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 from ..exceptions import CheckpointError
+from ..request import host_key
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Marks the file as ours, so any other SQLite database is refused rather than written into.
 APPLICATION_ID = 0x43524157  # "CRAW"
 
@@ -30,7 +32,8 @@ CREATE TABLE rejected (
 );
 """
 
-# Schema 3: the seen-set and the queue apart (see the module docstring), and the view.
+# The seen-set and the queue apart (schema 3), and the view. Queue rows carry their host, so
+# work is leased host by host, and a not-before time, so a retry waits in the queue (schema 4).
 _FRONTIER_TABLES = """
 CREATE TABLE seen (
     fingerprint BLOB PRIMARY KEY,
@@ -50,9 +53,12 @@ CREATE TABLE queue (
     priority INTEGER NOT NULL,
     depth INTEGER NOT NULL,
     owner TEXT,
-    request TEXT NOT NULL
+    request TEXT NOT NULL,
+    host TEXT NOT NULL DEFAULT '',
+    not_before REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX queue_ready ON queue (spider, priority DESC, seq) WHERE owner IS NULL;
+CREATE INDEX queue_ready ON queue (spider, host, priority DESC, seq) WHERE owner IS NULL;
 CREATE INDEX queue_leased ON queue (spider, owner) WHERE owner IS NOT NULL;
 CREATE VIEW requests AS
 SELECT seen.fingerprint, seen.spider, queue.seq,
@@ -62,24 +68,41 @@ SELECT seen.fingerprint, seen.spider, queue.seq,
 FROM seen LEFT JOIN queue ON queue.fingerprint = seen.fingerprint;
 """
 
-# What each older schema needs to become the next: index 0 takes schema 1 to 2, and so on.
-_MIGRATIONS: tuple[str, ...] = (
+# What each older schema needs to become the next: (the version it reaches, its SQL). Schema 3
+# rebuilt the frontier tables, and builds them in today's layout: a file older than 3 skips
+# the steps after it. ``crawler_host(request)`` is a function migrate() lends SQLite.
+_REBUILT_AT = 3
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
     # 2: failed requests keep their error kind
-    "ALTER TABLE requests ADD COLUMN error_kind TEXT;",
+    (2, "ALTER TABLE requests ADD COLUMN error_kind TEXT;"),
     # 3: the one requests table split into seen and queue
-    _FRONTIER_TABLES.replace("CREATE VIEW requests", "CREATE VIEW requests_v3")
+    (3, _FRONTIER_TABLES.replace("CREATE VIEW requests", "CREATE VIEW requests_v3")
     + """
     INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth)
     SELECT fingerprint, spider, CASE state WHEN 1 THEN 0 ELSE state END, attempts, error, error_kind,
            CASE WHEN state = 3 THEN request END, CASE WHEN state = 3 THEN depth END
     FROM requests;
-    INSERT INTO queue (spider, fingerprint, priority, depth, owner, request)
-    SELECT spider, fingerprint, priority, depth, owner, request FROM requests WHERE state IN (0, 1) ORDER BY seq;
+    INSERT INTO queue (spider, fingerprint, priority, depth, owner, request, host)
+    SELECT spider, fingerprint, priority, depth, owner, request, crawler_host(request)
+    FROM requests WHERE state IN (0, 1) ORDER BY seq;
     DROP TABLE requests;
     DROP VIEW requests_v3;
     """
-    + _FRONTIER_TABLES[_FRONTIER_TABLES.index("CREATE VIEW requests") :],
+    + _FRONTIER_TABLES[_FRONTIER_TABLES.index("CREATE VIEW requests") :]),
+    # 4: queue rows know their host, their not-before time and their attempts so far
+    (4, """
+    ALTER TABLE queue ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE queue ADD COLUMN not_before REAL NOT NULL DEFAULT 0;
+    ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    UPDATE queue SET host = crawler_host(request);
+    DROP INDEX queue_ready;
+    CREATE INDEX queue_ready ON queue (spider, host, priority DESC, seq) WHERE owner IS NULL;
+    """),
 )
+
+
+def _host_of_request(text: str) -> str:
+    return host_key(json.loads(text)["url"])
 
 
 def create(db: sqlite3.Connection) -> None:
@@ -108,7 +131,13 @@ def check_schema(db: sqlite3.Connection, path: Path) -> int:
 
 def migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring an older checkpoint up to this schema, in one transaction."""
-    steps = "".join(_MIGRATIONS[version - 1 :])
+    steps = ""
+    for reaches, sql in _MIGRATIONS:
+        if reaches > version:
+            steps += sql
+            if reaches == _REBUILT_AT:
+                break
+    db.create_function("crawler_host", 1, _host_of_request, deterministic=True)
     try:
         db.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
     except sqlite3.Error:

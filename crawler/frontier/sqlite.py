@@ -22,13 +22,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from ..exceptions import CheckpointError
 from ..items import RejectedItem
-from ..request import Request, fingerprint
+from ..request import Request, fingerprint, host_key
 from .base import (
     Completion,
     FailedRequest,
@@ -221,11 +222,19 @@ class SQLiteFrontier:
         # Children are staged here, then queued in one statement unless already seen.
         self._db.execute(
             "CREATE TEMP TABLE IF NOT EXISTS candidates"
-            " (position INTEGER, fingerprint BLOB, priority INTEGER, depth INTEGER, request TEXT)"
+            " (position INTEGER, fingerprint BLOB, priority INTEGER, depth INTEGER, request TEXT, host TEXT)"
         )
         self.resume = ResumeInfo(reclaimed=self._reclaim_in_flight())
         self._counts = self._count()
         self.resume.counts = self.counts()
+        # Queued (not leased) requests per host, and the hosts whose queued requests all wait
+        # for a retry time (until when): kept here so leasing asks SQLite only where it pays.
+        self._queued_by_host: Counter[str] = Counter(
+            dict(self._db.execute(
+                "SELECT host, count(*) FROM queue WHERE spider = ? AND owner IS NULL GROUP BY host", (self._id,)
+            ).fetchall())
+        )
+        self._waiting_until: dict[str, float] = {}
 
     def _reclaim_in_flight(self) -> int:
         """Requeue what an earlier run left in flight: we hold the lock, so its owner is gone."""
@@ -236,10 +245,10 @@ class SQLiteFrontier:
             ).rowcount
 
     def _count(self) -> dict[str, int]:
-        counts = dict.fromkeys(("queued", "in_flight", "done", "failed", "items", "rejected"), 0)
-        names = {State.DONE: "done", State.FAILED: "failed"}
+        counts = dict.fromkeys(("queued", "in_flight", "done", "failed", "items", "rejected", "refused"), 0)
+        names = {State.DONE: "done", State.FAILED: "failed", State.REFUSED: "refused"}
         for state, number in self._db.execute(
-            "SELECT state, count(*) FROM seen WHERE spider = ? AND state IN (2, 3) GROUP BY state", (self._id,)
+            "SELECT state, count(*) FROM seen WHERE spider = ? AND state IN (2, 3, 4) GROUP BY state", (self._id,)
         ):
             counts[names[State(state)]] = number
         for leased, number in self._db.execute(
@@ -256,22 +265,25 @@ class SQLiteFrontier:
         """Queue the requests whose fingerprint was never seen; inside the caller's transaction."""
         rows = [
             (position, fingerprint(self.spider, entry.request), entry.request.priority, entry.depth,
-             entry.request.to_json())
+             entry.request.to_json(), host_key(entry.request.url))
             for position, entry in enumerate(pending)
         ]
         if not rows:
             return 0
-        self._db.executemany("INSERT INTO temp.candidates VALUES (?, ?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT INTO temp.candidates VALUES (?, ?, ?, ?, ?, ?)", rows)
         # One row per new fingerprint (the first of a batch's duplicates), in the order given.
-        added = self._db.execute(
-            "INSERT INTO queue (spider, fingerprint, priority, depth, request)"
-            " SELECT ?, fingerprint, priority, depth, request FROM ("
-            "  SELECT min(position) AS position, fingerprint, priority, depth, request"
+        hosts = Counter(host for (host,) in self._db.execute(
+            "INSERT INTO queue (spider, fingerprint, priority, depth, request, host)"
+            " SELECT ?, fingerprint, priority, depth, request, host FROM ("
+            "  SELECT min(position) AS position, fingerprint, priority, depth, request, host"
             "  FROM temp.candidates AS c"
             "  WHERE NOT EXISTS (SELECT 1 FROM seen WHERE seen.fingerprint = c.fingerprint)"
-            "  GROUP BY fingerprint) ORDER BY position",
+            "  GROUP BY fingerprint) ORDER BY position"
+            " RETURNING host",
             (self._id,),
-        ).rowcount
+        ))
+        added = hosts.total()
+        self._queued_more(hosts)
         self._db.execute(
             "INSERT OR IGNORE INTO seen (fingerprint, spider, state) SELECT fingerprint, ?, 0 FROM temp.candidates",
             (self._id,),
@@ -286,34 +298,74 @@ class SQLiteFrontier:
             self._db.execute("BEGIN")
             return self._queue_new(pending)
 
+    def _queued_more(self, hosts: Counter[str]) -> None:
+        """Requests became ready on these hosts (new, released or requeued)."""
+        self._queued_by_host.update(hosts)
+        for host in hosts:
+            self._waiting_until.pop(host, None)
+
+    def ready_hosts(self) -> dict[str, int]:
+        now = time.time()
+        return {
+            host: number
+            for host, number in self._queued_by_host.items()
+            if number > 0 and self._waiting_until.get(host, 0.0) <= now
+        }
+
     @_checkpoint_errors
-    def lease(self, limit: int) -> list[Lease]:
-        if limit <= 0 or not self._counts["queued"]:
-            return []
+    def lease(self, wants: Mapping[str, int]) -> list[Lease]:
+        now = time.time()
+        leases: list[Lease] = []
         with self._db:
             self._db.execute("BEGIN")
-            rows = self._db.execute(
-                "UPDATE queue SET owner = ? WHERE seq IN ("
-                " SELECT seq FROM queue WHERE spider = ? AND owner IS NULL"
-                " ORDER BY priority DESC, seq LIMIT ?)"
-                " RETURNING seq, fingerprint, request, depth, priority",
-                (self._owner, self._id, limit),
-            ).fetchall()
-        self._counts["queued"] -= len(rows)
-        self._counts["in_flight"] += len(rows)
-        # RETURNING gives no order guarantee; hand work out in queue order.
-        rows.sort(key=lambda row: (-row[4], row[0]))
-        return [Lease(fp, Request.from_json(text), depth, entry=seq) for seq, fp, text, depth, _ in rows]
+            for host, want in wants.items():
+                if want <= 0 or self._queued_by_host[host] <= 0:
+                    continue
+                rows = self._db.execute(
+                    "UPDATE queue SET owner = ? WHERE seq IN ("
+                    " SELECT seq FROM queue WHERE spider = ? AND host = ? AND owner IS NULL AND not_before <= ?"
+                    " ORDER BY priority DESC, seq LIMIT ?)"
+                    " RETURNING seq, fingerprint, request, depth, priority, attempts",
+                    (self._owner, self._id, host, now, want),
+                ).fetchall()
+                # RETURNING gives no order guarantee; hand work out in queue order.
+                rows.sort(key=lambda row: (-row[4], row[0]))
+                leases.extend(
+                    Lease(fp, Request.from_json(text), depth, seq, host, attempts)
+                    for seq, fp, text, depth, _, attempts in rows
+                )
+                self._queued_by_host[host] -= len(rows)
+                if len(rows) < want and self._queued_by_host[host] > 0:
+                    # What is left of this host waits for a retry time: do not ask again before it.
+                    (ready_at,) = self._db.execute(
+                        "SELECT min(not_before) FROM queue WHERE spider = ? AND host = ? AND owner IS NULL",
+                        (self._id, host),
+                    ).fetchone()
+                    self._waiting_until[host] = ready_at
+                elif self._queued_by_host[host] <= 0:
+                    del self._queued_by_host[host]
+        self._counts["queued"] -= len(leases)
+        self._counts["in_flight"] += len(leases)
+        return leases
 
     @_checkpoint_errors
     def complete(self, completions: Sequence[Completion]) -> None:
         if not completions:
             return
-        finished, done, failed, children, items, rejected = [], [], [], [], [], []
+        finished, done, failed, refused, children, items, rejected = [], [], [], [], [], [], []
+        deferred, tried, deferred_hosts = [], [], Counter[str]()
         for completion in completions:
             lease = completion.lease
+            if completion.retry_at is not None:
+                # Back in the queue until its time; the tries so far count against its budget.
+                deferred.append((completion.retry_at, completion.attempts, lease.entry))
+                tried.append((completion.attempts, lease.fingerprint))
+                deferred_hosts[lease.host] += 1
+                continue
             finished.append((lease.entry,))
-            if completion.error is None:
+            if completion.refused:
+                refused.append((completion.error, completion.error_kind, lease.fingerprint))
+            elif completion.error is None:
                 done.append((completion.attempts, lease.fingerprint))
                 children.extend(completion.children)
                 items.extend((self._id, lease.fingerprint, data) for data in completion.items)
@@ -338,28 +390,40 @@ class SQLiteFrontier:
                 " request = ?, depth = ? WHERE fingerprint = ?",
                 failed,
             )
+            self._db.executemany(
+                "UPDATE seen SET state = 4, error = ?, error_kind = ? WHERE fingerprint = ?", refused
+            )
+            self._db.executemany(
+                "UPDATE queue SET owner = NULL, not_before = ?, attempts = attempts + ? WHERE seq = ?", deferred
+            )
+            self._db.executemany("UPDATE seen SET attempts = attempts + ? WHERE fingerprint = ?", tried)
             self._queue_new(children)
             self._db.executemany("INSERT INTO items (spider, fingerprint, data) VALUES (?, ?, ?)", items)
             self._db.executemany(
                 "INSERT INTO rejected (spider, url, error, data) VALUES (?, ?, ?, ?)", rejected
             )
             self._put_state("last_activity", str(time.time()))
+        # Deferred rows are queued again but not ready: leasing finds when they will be.
+        self._queued_by_host.update(deferred_hosts)
         self._counts["in_flight"] -= len(completions)
+        self._counts["queued"] += len(deferred)
         self._counts["done"] += len(done)
         self._counts["failed"] += len(failed)
+        self._counts["refused"] += len(refused)
         self._counts["items"] += len(items)
         self._counts["rejected"] += len(rejected)
 
     @_checkpoint_errors
     def release(self, leases: Iterable[Lease]) -> None:
-        keys = [(lease.entry,) for lease in leases]
-        if not keys:
+        leases = list(leases)
+        if not leases:
             return
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("UPDATE queue SET owner = NULL WHERE seq = ?", keys)
-        self._counts["in_flight"] -= len(keys)
-        self._counts["queued"] += len(keys)
+            self._db.executemany("UPDATE queue SET owner = NULL WHERE seq = ?", [(lease.entry,) for lease in leases])
+        self._queued_more(Counter(lease.host for lease in leases))
+        self._counts["in_flight"] -= len(leases)
+        self._counts["queued"] += len(leases)
 
     def counts(self) -> FrontierCounts:
         return FrontierCounts(**self._counts)
@@ -400,15 +464,18 @@ class SQLiteFrontier:
                 f"SELECT fingerprint, request, depth FROM seen WHERE spider = ? AND state = 3{where}",
                 (self._id, *parameters),
             ).fetchall()
+            requests = [(fp, Request.from_json(text), text, depth) for fp, text, depth in chosen]
             self._db.executemany(
-                "INSERT INTO queue (spider, fingerprint, priority, depth, request) VALUES (?, ?, ?, ?, ?)",
-                [(self._id, fp, Request.from_json(text).priority, depth or 0, text) for fp, text, depth in chosen],
+                "INSERT INTO queue (spider, fingerprint, priority, depth, request, host) VALUES (?, ?, ?, ?, ?, ?)",
+                [(self._id, fp, request.priority, depth or 0, text, host_key(request.url))
+                 for fp, request, text, depth in requests],
             )
             self._db.executemany(
                 "UPDATE seen SET state = 0, error = NULL, error_kind = NULL, request = NULL, depth = NULL"
                 " WHERE fingerprint = ?",
                 [(fp,) for fp, _, _ in chosen],
             )
+        self._queued_more(Counter(host_key(request.url) for _, request, _, _ in requests))
         self._counts["failed"] -= len(chosen)
         self._counts["queued"] += len(chosen)
         return len(chosen)

@@ -6,13 +6,15 @@ last commit without blocking the writer.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exceptions import CheckpointError
-from .base import SEEDED, FrontierCounts, State, crawl_is_finished
+from .base import RUN_STATS, SEEDED, FrontierCounts, Limits, State, crawl_is_finished
 from .schema import check_schema
 from .sqlite import lock_holder
 
@@ -24,6 +26,8 @@ class SpiderStatus:
     finished: bool
     last_activity: float | None  # time.time() of the last commit
     in_flight_owners: dict[str, int] = field(default_factory=dict)  # owner -> leases it holds
+    hosts: dict[str, dict[str, float | None]] = field(default_factory=dict)  # host -> requests, errors...
+    reasons: dict[str, int] = field(default_factory=dict)  # "filtered:offsite" -> count, etc.
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,24 +37,27 @@ class CheckpointStatus:
     spiders: list[SpiderStatus]
 
 
-def read_status(path: Path) -> CheckpointStatus:
+def read_status(path: Path, limits: Mapping[str, Limits] | None = None) -> CheckpointStatus:
+    """Where each spider's crawl stands; ``limits`` are the spiders' caps from the config, which
+    decide whether a crawl that stopped at one is finished."""
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint yet; nothing has been crawled")
     running = lock_holder(path)
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             check_schema(db, path)
-            spiders = [_spider_status(db, spider_id, name) for spider_id, name in db.execute(
-                "SELECT id, name FROM spiders ORDER BY id"
-            ).fetchall()]
+            spiders = [
+                _spider_status(db, spider_id, name, (limits or {}).get(name, Limits()))
+                for spider_id, name in db.execute("SELECT id, name FROM spiders ORDER BY id").fetchall()
+            ]
     except sqlite3.Error as error:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({error})") from None
     return CheckpointStatus(path, running, spiders)
 
 
-def _spider_status(db: sqlite3.Connection, spider_id: int, name: str) -> SpiderStatus:
+def _spider_status(db: sqlite3.Connection, spider_id: int, name: str, limits: Limits) -> SpiderStatus:
     by_state = dict(
-        db.execute("SELECT state, count(*) FROM seen WHERE spider = ? AND state IN (2, 3) GROUP BY state", (spider_id,))
+        db.execute("SELECT state, count(*) FROM seen WHERE spider = ? AND state IN (2, 3, 4) GROUP BY state", (spider_id,))
     )
     owners = dict(
         db.execute(
@@ -68,14 +75,18 @@ def _spider_status(db: sqlite3.Connection, spider_id: int, name: str) -> SpiderS
         failed=by_state.get(State.FAILED, 0),
         items=items,
         rejected=rejected,
+        refused=by_state.get(State.REFUSED, 0),
     )
     state = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (f"spider:{spider_id}:%",)))
     seeded = f"spider:{spider_id}:{SEEDED}" in state
     last = state.get(f"spider:{spider_id}:last_activity")
+    run_stats = json.loads(state.get(f"spider:{spider_id}:{RUN_STATS}") or "{}")
     return SpiderStatus(
         spider=name,
         counts=counts,
-        finished=crawl_is_finished(seeded, counts),
+        finished=crawl_is_finished(seeded, counts, limits),
         last_activity=float(last) if last else None,
         in_flight_owners=owners,
+        hosts=run_stats.get("hosts", {}),
+        reasons=run_stats.get("counts", {}),
     )
