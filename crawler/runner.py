@@ -294,6 +294,7 @@ def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
     scheduler = HostScheduler(
         _host_limits(config),
         previous={host: (row["requests"], row["errors"]) for host, row in earlier_hosts.items()},
+        hold_back_new_hosts=config.robots.obey,
     )
     processor = LeaseProcessor(
         spider,

@@ -103,8 +103,8 @@ class LeaseProcessor:
     def _check_robots(self, lease: Lease) -> Completion | None:
         assert self.robots is not None
         verdict = self.robots.check(lease.request.url)
-        if verdict.crawl_delay:
-            self.scheduler.set_floor(lease.host, verdict.crawl_delay)
+        if verdict.decision is not RobotsDecision.UNAVAILABLE:
+            self.scheduler.set_crawl_delay(lease.host, verdict.crawl_delay)
         if verdict.decision is RobotsDecision.DISALLOW:
             self.stats.inc("refused:robots")
             logger.info("refused by robots.txt: %s", lease.request.url)

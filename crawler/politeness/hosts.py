@@ -130,6 +130,10 @@ class _Host:
     next_start: float = 0.0  # monotonic time the next request may start
     paused_until: float = 0.0  # monotonic
     floor: float = 0.0  # robots.txt Crawl-delay
+    # One request at a time until its robots.txt is read: its Crawl-delay must bind from the
+    # second request on, not after a burst of them.
+    held_back: bool = False
+    last_start: float = 0.0
     requests: int = 0
     errors: int = 0
     scheduled: bool = False  # has an entry in the ready heap
@@ -150,9 +154,11 @@ class HostScheduler:
         limits: HostLimits,
         *,
         previous: Mapping[str, tuple[int, int]] | None = None,
+        hold_back_new_hosts: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
+        self._hold_back_new_hosts = hold_back_new_hosts
         self._clock = clock
         self._hosts: dict[str, _Host] = {}
         # (time the host is ready, tie-breaker, host): hosts with waiting work and a free slot.
@@ -175,13 +181,14 @@ class HostScheduler:
                 while self._ready and self._ready[0][0] <= now:
                     _, _, host = heapq.heappop(self._ready)
                     host.scheduled = False
-                    if not host.waiting or host.in_flight >= self.limits.concurrency:
+                    if not host.waiting or host.in_flight >= self._concurrency(host):
                         continue  # finished() or put() schedules it again
                     if (ready_at := host.ready_at()) > now:  # paused or slowed since
                         self._schedule(host, ready_at)
                         continue
                     lease = host.waiting.popleft()
                     host.in_flight += 1
+                    host.last_start = now
                     host.next_start = now + max(host.delay.gap(), host.floor)
                     self._schedule_if_ready(host)
                     return lease
@@ -207,10 +214,17 @@ class HostScheduler:
             host = self._host(name)
             host.paused_until = max(host.paused_until, self._clock() + seconds)
 
-    def set_floor(self, name: str, seconds: float) -> None:
-        """The least delay this host gets, whatever its delay policy says (``Crawl-delay``)."""
+    def set_crawl_delay(self, name: str, seconds: float | None) -> None:
+        """The host's robots.txt is read: from now on its delay is at least ``seconds`` (its
+        ``Crawl-delay``, if any), and it gets its full concurrency."""
         with self._condition:
-            self._host(name).floor = seconds
+            host = self._host(name)
+            host.floor = seconds or 0.0
+            host.next_start = max(host.next_start, host.last_start + host.floor)
+            if host.held_back:
+                host.held_back = False
+                if self._schedule_if_ready(host):
+                    self._condition.notify()
 
     # Engine side
 
@@ -276,11 +290,14 @@ class HostScheduler:
     def _host(self, name: str) -> _Host:
         host = self._hosts.get(name)
         if host is None:
-            host = self._hosts[name] = _Host(name, self.limits.delay())
+            host = self._hosts[name] = _Host(name, self.limits.delay(), held_back=self._hold_back_new_hosts)
         return host
 
+    def _concurrency(self, host: _Host) -> int:
+        return 1 if host.held_back else self.limits.concurrency
+
     def _schedule_if_ready(self, host: _Host) -> bool:
-        if host.scheduled or not host.waiting or host.in_flight >= self.limits.concurrency:
+        if host.scheduled or not host.waiting or host.in_flight >= self._concurrency(host):
             return False
         self._schedule(host, host.ready_at())
         return True

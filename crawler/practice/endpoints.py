@@ -186,12 +186,18 @@ class Handler(BaseHTTPRequestHandler):
         path = target.path or "/"
         self.server.counters.record_request(path)
         try:
+            self._answer(path, target.query)
+        finally:
+            self.server.counters.request_answered()
+
+    def _answer(self, path: str, query_text: str) -> None:
+        try:
             body = self._read_body()
         except ValueError:
             self.close_connection = True  # we no longer know where the next request starts
             self._send_text(400, "malformed request body framing\n")
             return
-        query = parse_qs(target.query, keep_blank_values=True)
+        query = parse_qs(query_text, keep_blank_values=True)
         try:
             self._route(path, query, body)
         except _BadRequest as error:

@@ -16,6 +16,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections import deque
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -37,6 +38,11 @@ class SiteCounters:
         self._requests = 0
         self._hits: dict[str, int] = {}
         self._attempts: dict[str, int] = {}
+        # When each request arrived (the latest ones), and how many were being answered at
+        # once: what per-host delays and concurrency limits look like from the server's side.
+        self._arrivals: deque[tuple[float, str]] = deque(maxlen=100_000)
+        self._active = 0
+        self._max_active = 0
         self._events = dict.fromkeys(_EVENTS, 0)
 
     @property
@@ -55,6 +61,17 @@ class SiteCounters:
         """Requests for ``path`` (the URL path, without query string)."""
         with self._lock:
             return self._hits.get(path, 0)
+
+    def arrivals(self, prefix: str = "/") -> list[float]:
+        """``time.monotonic()`` of each recent request whose path starts with ``prefix``."""
+        with self._lock:
+            return [when for when, path in self._arrivals if path.startswith(prefix)]
+
+    @property
+    def max_concurrent(self) -> int:
+        """The most requests being answered at the same moment."""
+        with self._lock:
+            return self._max_active
 
     def attempts(self, key: str) -> int:
         """Requests made to keyed failure endpoints with ``key``."""
@@ -114,6 +131,8 @@ class SiteCounters:
             self._connections = self._requests = 0
             self._hits.clear()
             self._attempts.clear()
+            self._arrivals.clear()
+            self._max_active = self._active
             self._events = dict.fromkeys(_EVENTS, 0)
 
     def record_connection(self) -> None:
@@ -124,6 +143,13 @@ class SiteCounters:
         with self._lock:
             self._requests += 1
             self._hits[path] = self._hits.get(path, 0) + 1
+            self._arrivals.append((time.monotonic(), path))
+            self._active += 1
+            self._max_active = max(self._max_active, self._active)
+
+    def request_answered(self) -> None:
+        with self._lock:
+            self._active -= 1
 
     def next_attempt(self, key: str) -> int:
         """Increment and return the attempt number for ``key`` atomically."""
