@@ -111,7 +111,7 @@ class PolitenessConfig(_Section):
     @model_validator(mode="after")
     def _bounds_in_order(self) -> PolitenessConfig:
         if self.min_delay > self.max_delay:
-            raise ValueError("politeness.min_delay: must not be greater than max_delay")
+            raise ValueError("min_delay must not be greater than max_delay")
         return self
 
 

@@ -200,3 +200,46 @@ def test_a_checkpoint_from_schema_1_is_migrated(tmp_path: Path) -> None:
         assert frontier.retry_failed(statuses=[503]) == 1
     assert version == SCHEMA_VERSION == 4
     assert auto_vacuum == 2  # incremental
+
+
+SCHEMA_3 = """
+PRAGMA application_id = 1129464151;
+PRAGMA user_version = 3;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE spiders (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE items (id INTEGER PRIMARY KEY, spider INTEGER NOT NULL, fingerprint BLOB NOT NULL, data TEXT NOT NULL);
+CREATE INDEX items_by_spider ON items (spider, id);
+CREATE TABLE rejected (id INTEGER PRIMARY KEY, spider INTEGER NOT NULL, url TEXT NOT NULL, error TEXT NOT NULL,
+                       data TEXT NOT NULL);
+CREATE TABLE seen (fingerprint BLOB PRIMARY KEY, spider INTEGER NOT NULL, state INTEGER NOT NULL,
+                   attempts INTEGER NOT NULL DEFAULT 0, error TEXT, error_kind TEXT, request TEXT, depth INTEGER
+) WITHOUT ROWID;
+CREATE INDEX seen_failed ON seen (spider) WHERE state = 3;
+CREATE TABLE queue (seq INTEGER PRIMARY KEY, spider INTEGER NOT NULL, fingerprint BLOB NOT NULL,
+                    priority INTEGER NOT NULL, depth INTEGER NOT NULL, owner TEXT, request TEXT NOT NULL);
+CREATE INDEX queue_ready ON queue (spider, priority DESC, seq) WHERE owner IS NULL;
+CREATE INDEX queue_leased ON queue (spider, owner) WHERE owner IS NOT NULL;
+INSERT INTO spiders VALUES (1, 'old');
+INSERT INTO seen (fingerprint, spider, state) VALUES (x'01', 1, 0), (x'02', 1, 0), (x'03', 1, 0);
+INSERT INTO queue (spider, fingerprint, priority, depth, owner, request) VALUES
+    (1, x'01', 0, 1, NULL, '{"url":"http://a.example/1"}'),
+    (1, x'02', 0, 1, 'dead:1', '{"url":"https://B.example:8443/2"}'),
+    (1, x'03', 3, 1, NULL, '{"url":"http://a.example:80/3","priority":3}');
+"""
+
+
+def test_a_checkpoint_from_schema_3_gets_hosts_for_its_queue(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_3)
+    with Checkpoint(path, "test") as checkpoint:
+        frontier = checkpoint.frontier("old")
+        assert frontier.ready_hosts() == {"a.example": 2, "b.example:8443": 1}
+        leases = frontier.lease({"a.example": 5, "b.example:8443": 5})
+        assert [(lease.host, lease.request.url) for lease in leases] == [
+            ("a.example", "http://a.example:80/3"),  # priority first, within the host
+            ("a.example", "http://a.example/1"),
+            ("b.example:8443", "https://B.example:8443/2"),
+        ]
+        (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
+    assert version == SCHEMA_VERSION == 4

@@ -437,3 +437,53 @@ def test_leased_request_comes_back_exactly_as_added(frontier: SQLiteFrontier) ->
     (lease,) = lease_from(frontier, 1)
     assert lease.request == request
     assert isinstance(lease.request.body, bytes)
+
+
+# -- retries wait in the queue; robots refusals --------------------------------------------------
+
+
+def test_a_deferred_retry_waits_for_its_time_and_keeps_its_attempts(
+    checkpoint_path: Path, frontier: SQLiteFrontier
+) -> None:
+    import time
+
+    frontier.add(pending("/later", "/now"))
+    later, now = lease_from(frontier, 2)
+    frontier.complete([Completion(later, 1, "HTTP 503", "HTTPStatusError", retry_at=time.time() + 3600)])
+    assert frontier.counts() == FrontierCounts(queued=1, in_flight=1)
+    assert lease_from(frontier, 5) == []  # not before its time
+    assert frontier.ready_hosts() == {}  # and leasing does not ask again for the host meanwhile
+    frontier.release([now])
+    assert [lease.request.url for lease in lease_from(frontier, 5)] == [BASE + "/now"]
+    # The wait and the attempt are on disk: a crash does not reset them.
+    assert rows(checkpoint_path, "SELECT attempts, not_before > strftime('%s','now') FROM queue WHERE request LIKE '%later%'") == [(1, 1)]
+    assert rows(checkpoint_path, "SELECT attempts FROM seen ORDER BY attempts") == [(0,), (1,)]
+
+
+def test_a_deferred_retry_comes_back_with_the_attempts_it_spent(frontier: SQLiteFrontier) -> None:
+    frontier.add(pending("/flaky"))
+    (first,) = lease_from(frontier, 1)
+    frontier.complete([Completion(first, 1, "HTTP 503", "HTTPStatusError", retry_at=0.0)])
+    (second,) = lease_from(frontier, 1)
+    assert second.attempts == 1
+    frontier.complete([Completion(second, 1, "HTTP 503", "HTTPStatusError")])
+    [failure] = frontier.failed(10)
+    assert failure.attempts == 2
+
+
+def test_a_refused_request_is_neither_done_nor_failed_and_stays_seen(frontier: SQLiteFrontier) -> None:
+    frontier.add(pending("/private"))
+    (lease,) = lease_from(frontier, 1)
+    frontier.complete([Completion(lease, 0, "disallowed by robots.txt", "RobotsDisallowed", refused=True)])
+    assert frontier.counts() == FrontierCounts(refused=1)
+    assert frontier.add(pending("/private")) == 0
+    assert frontier.is_finished()
+    assert frontier.retry_failed() == 0
+
+
+def test_leases_are_taken_per_host(frontier: SQLiteFrontier) -> None:
+    frontier.add([Pending(Request(f"http://{host}/{n}"), 0) for n in range(3) for host in ("a", "b:8080")])
+    assert frontier.ready_hosts() == {"a": 3, "b:8080": 3}
+    leases = frontier.lease({"a": 1, "b:8080": 2})
+    assert sorted(lease.request.url for lease in leases) == ["http://a/0", "http://b:8080/0", "http://b:8080/1"]
+    assert frontier.ready_hosts() == {"a": 2, "b:8080": 1}
