@@ -54,7 +54,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from crawler.practice import members
+from crawler.practice import hostile, members
 from crawler.practice.catalogue import layout
 
 if TYPE_CHECKING:
@@ -245,6 +245,9 @@ class Handler(BaseHTTPRequestHandler):
             case ["links", "target", number] if (index := _nat(number)) is not None:
                 page = layout(f"Target {index}", f'<p class="target">target {index}</p>')
                 self._send(200, page.encode("utf-8"))
+            case ["hostile", *rest]:
+                if not hostile.route(self, rest, query):
+                    self._not_found(path)
             case ["login" | "logout" | "members" | "api" | "set-cookie", *_]:
                 if not members.route(self, path, query, body):
                     self._not_found(path)
