@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,15 @@ class Request:
             data["body"] = base64.b64decode(data["body"])
         url = data.pop("url")
         return cls(url, **data)
+
+
+# "//" or "http://" followed by nothing, or by a path: an authority that is there but empty.
+# RFC 3986 makes such a link host-less; urljoin() would quietly turn it into the page itself.
+_EMPTY_AUTHORITY = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?//(?:[/?#]|$)")
+
+
+def has_empty_authority(url: str) -> bool:
+    return _EMPTY_AUTHORITY.match(url) is not None
 
 
 def host_key(url: str) -> str:

@@ -11,7 +11,7 @@ from parsel import Selector, SelectorList
 from requests.structures import CaseInsensitiveDict
 from w3lib.encoding import html_to_unicode
 
-from .request import Request
+from .request import Request, has_empty_authority
 
 
 class Response:
@@ -113,10 +113,11 @@ class Response:
             else:
                 raise ValueError(f"cannot follow {url.get()[:80]!r}: it has no href")
         url = url.strip()
-        try:
-            url = self.urljoin(url)
-        except ValueError:
-            pass  # a malformed link: the engine counts it and drops it, the page goes on
+        if not has_empty_authority(url):
+            try:
+                url = self.urljoin(url)
+            except ValueError:
+                pass  # a malformed link: the engine counts it and drops it, the page goes on
         return Request(url, callback, **request_options)
 
     def follow_all(

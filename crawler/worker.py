@@ -22,7 +22,7 @@ from .http.fetcher import Fetcher, UnwantedContent
 from .items import ItemValidator, RejectedItem
 from .politeness.hosts import HostScheduler
 from .politeness.robots import RobotsCache, RobotsDecision
-from .request import Request, fingerprint
+from .request import Request, fingerprint, has_empty_authority
 from .response import Response
 from .retry import RetryPolicy
 from .rules import CrawlRules
@@ -139,14 +139,22 @@ class LeaseProcessor:
         logger.info("pausing %s for %.1fs: it answered HTTP %d", lease.host, seconds, error.status)
 
     def _fail(
-        self, lease: Lease, tries: int, error: str, kind: str, counter: str | None = None, *, attempts: int | None = None
+        self,
+        lease: Lease,
+        tries: int,
+        error: str,
+        kind: str,
+        counter: str | None = None,
+        *,
+        attempts: int | None = None,
+        traceback: bool = False,
     ) -> Completion:
         self.stats.inc("failed")
         self.stats.inc(f"failed:{kind}")
         if counter:
             self.stats.inc(counter)
         total = lease.attempts + tries if attempts is None else attempts
-        logger.warning("failed %s after %d attempt(s): %s", lease.request.url, total, error)
+        logger.warning("failed %s after %d attempt(s): %s", lease.request.url, total, error, exc_info=traceback)
         return Completion(lease, tries, error, kind)
 
     def _run_callback(self, lease: Lease, callback: Callable[..., Any], response: Response) -> Completion:
@@ -179,9 +187,9 @@ class LeaseProcessor:
             # Output yielded before the error is dropped with it: a page's results are committed
             # whole or not at all, so a later retry of the failed page cannot duplicate them.
             # (KeyboardInterrupt is only ever raised in the main thread, never here.)
-            logger.error("callback %s raised for %s", name, response.url, exc_info=True)
             return self._fail(
-                lease, 1, f"callback error: {type(error).__name__}: {error}", "CallbackError", "callback_errors"
+                lease, 1, f"callback {name} raised {type(error).__name__}: {error}", "CallbackError",
+                "callback_errors", traceback=True,
             )
         if response.undecodable:
             self.stats.inc("malformed:encoding")
@@ -218,6 +226,8 @@ def checked_request(
     what the crawl's rules leave out."""
     url = request.url.strip()
     try:
+        if has_empty_authority(url):
+            raise ValueError("no host")
         if base_url is not None and not urlsplit(url).scheme:  # response.follow() already made it absolute
             url = urljoin(base_url, url)
         parts = urlsplit(url)
