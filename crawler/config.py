@@ -222,8 +222,8 @@ class SpiderConfig(_Section):
     @field_validator("allowed_domains")
     @classmethod
     def _bare_domains(cls, domains: list[str] | None) -> list[str] | None:
-        if bad := [domain for domain in domains or () if "/" in domain or ":" in domain]:
-            raise ValueError(f"domains only, without scheme, port or path: {', '.join(bad)}")
+        if bad := [domain for domain in domains or () if "/" in domain or ":" in domain or not domain.strip(". ")]:
+            raise ValueError(f"domains only, without scheme, port or path: {', '.join(map(repr, bad))}")
         return domains
 
 

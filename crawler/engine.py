@@ -200,10 +200,14 @@ class Crawl:
         """Top up each ready host with as much work as its limits can use, within the crawl's
         bounds. A host that is paused or at its limit gets none, so it never crowds out others."""
         counts = self.frontier.counts()
+        if self.limits.reached(counts):
+            # Not sent yet, so not sent at all: only what is in flight may still add items.
+            self._release_unstarted()
+            return
         budget = self._max_held - self._held
         if (pages_left := self.limits.pages_left(counts)) is not None:
             budget = min(budget, pages_left)
-        if budget <= 0 or self.limits.reached(counts):
+        if budget <= 0:
             return
         ready = self.frontier.ready_hosts()
         if not ready:

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 
 def _idna(domain: str) -> str:
-    domain = domain.strip().lower().rstrip(".")
+    # A leading dot (".example.com", as some crawlers write it) means the same: subdomains too.
+    domain = domain.strip().lower().strip(".")
     if domain.isascii():
         return domain
     try:
