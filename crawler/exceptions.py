@@ -7,7 +7,6 @@
     ├── CheckpointError        the checkpoint cannot be opened or written, is locked, or is not ours
     ├── OutputError            an output file cannot be written (disk full, permissions)
     ├── LoginFailed            logging in did not work; the crawl stops rather than loop
-    ├── CrawlInterrupted       a shutdown was asked for while a request waited (its lease is released)
     └── FetchError             one request could not be fetched; carries the request it concerns
         ├── TransportError     no usable response came back
         │   ├── ConnectError   the request never reached the server (safe to retry for any method)
@@ -57,10 +56,6 @@ class LoginFailed(CrawlerError):
 
     The message never holds a credential: it names the environment variables instead.
     """
-
-
-class CrawlInterrupted(CrawlerError):
-    """Shutdown was requested while a request was waiting to be retried."""
 
 
 class FetchError(CrawlerError):

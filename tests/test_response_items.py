@@ -17,7 +17,6 @@ from crawler.exceptions import (
     ConnectError,
     ConnectionLost,
     ConnectTimeout,
-    CrawlInterrupted,
     HTTPStatusError,
     InvalidRequest,
     ReadTimeout,
@@ -323,7 +322,6 @@ def test_errors_after_sending_follow_idempotence(error_type: type[ReadTimeout | 
 
 def test_permanent_and_foreign_errors_are_not_retried() -> None:
     assert not is_transient(InvalidRequest("bad url", GET))
-    assert not is_transient(CrawlInterrupted("stopping"))
     assert not is_transient(ValueError("not ours"))
 
 

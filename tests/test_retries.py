@@ -175,3 +175,18 @@ def test_a_redirect_loop_fails_without_retrying(site: PracticeSite, probe_config
     assert site.counters.hits("/redirect-loop") == 6  # the request and 5 redirects, once
     [(_, attempts, error)] = failures(config)
     assert attempts == 1 and error.startswith("too many redirects")
+
+
+def test_the_policy_decides_each_wait_from_tenacitys_strategies() -> None:
+    from crawler.exceptions import HTTPStatusError, InvalidRequest
+    from crawler.request import Request
+    from crawler.retry import RetryPolicy
+
+    policy = RetryPolicy(attempts=4, backoff_initial=0.5, backoff_max=1.5, jitter=0.0, max_retry_after=10)
+    page = Request("http://h/")
+    assert [policy.retry_in(HTTPStatusError(page, 503), n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 1.5, None]
+    assert policy.retry_in(HTTPStatusError(page, 429, retry_after=3.0), 1) == 3.0
+    assert policy.retry_in(HTTPStatusError(page, 429, retry_after=3600.0), 1) == 10  # cut to the cap
+    assert policy.retry_in(HTTPStatusError(page, 404), 1) is None
+    assert policy.retry_in(InvalidRequest("bad", page), 1) is None
+    assert policy.retry_in(HTTPStatusError(Request("http://h/", method="POST"), 503), 1) is None
