@@ -52,8 +52,15 @@ class RunReport:
 
     @property
     def hosts(self) -> dict[str, dict[str, Any]]:
-        """Every spider's per-host table, in one."""
-        return {host: row for result in self.results for host, row in result.hosts.items()}
+        """Every spider's per-host table in one: counts added up, the latest delay and pause."""
+        merged: dict[str, dict[str, Any]] = {}
+        for result in self.results:
+            for host, row in result.hosts.items():
+                if (seen := merged.get(host)) is None:
+                    merged[host] = dict(row)
+                else:
+                    seen.update(row, requests=seen["requests"] + row["requests"], errors=seen["errors"] + row["errors"])
+        return merged
 
 
 class Reporter(Protocol):

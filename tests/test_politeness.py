@@ -268,3 +268,16 @@ def test_a_robots_txt_that_never_answers_fails_the_request_by_kind(probe_config)
         url = f"{closed.url}/"
     report = run_crawl(probe_config([url], "[retry]\nattempts = 2\nbackoff = { initial = 0.01, max = 0.05 }\n"))
     assert report.stats["failed:RobotsUnavailable"] == 1
+
+
+def test_the_run_summary_adds_up_a_host_that_several_spiders_visited() -> None:
+    from crawler.engine import CrawlResult
+    from crawler.frontier.base import FrontierCounts
+    from crawler.runner import RunReport
+
+    def result(spider: str, requests: int, errors: int, delay: float) -> CrawlResult:
+        row = {"requests": requests, "errors": errors, "delay": delay, "paused_until": None}
+        return CrawlResult(spider, FrontierCounts(), finished=True, hosts={"h": row})
+
+    report = RunReport([result("a", 10, 1, 0.0), result("b", 5, 2, 0.5)], {}, 1.0, False, 2, 1.0)
+    assert report.hosts == {"h": {"requests": 15, "errors": 3, "delay": 0.5, "paused_until": None}}
