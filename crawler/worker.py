@@ -121,7 +121,7 @@ class LeaseProcessor:
         if isinstance(error, HTTPStatusError) and error.status in _PAUSING_STATUSES:
             self._pause_host(lease, error, wait)
         if wait is None:
-            return self._fail(lease, 1, str(error), type(error).__name__, attempts=attempts)
+            return self._fail(lease, 1, str(error), type(error).__name__)
         self.stats.inc("retries")
         logger.debug("retrying %s in %.2fs after attempt %d: %s", lease.request.url, wait, attempts, error)
         return Completion(lease, 1, str(error), type(error).__name__, retry_at=time.time() + wait)
@@ -146,15 +146,16 @@ class LeaseProcessor:
         kind: str,
         counter: str | None = None,
         *,
-        attempts: int | None = None,
         traceback: bool = False,
     ) -> Completion:
+        """Record the request as failed after ``tries`` more attempts (earlier ones counted too)."""
         self.stats.inc("failed")
         self.stats.inc(f"failed:{kind}")
         if counter:
             self.stats.inc(counter)
-        total = lease.attempts + tries if attempts is None else attempts
-        logger.warning("failed %s after %d attempt(s): %s", lease.request.url, total, error, exc_info=traceback)
+        logger.warning(
+            "failed %s after %d attempt(s): %s", lease.request.url, lease.attempts + tries, error, exc_info=traceback
+        )
         return Completion(lease, tries, error, kind)
 
     def _run_callback(self, lease: Lease, callback: Callable[..., Any], response: Response) -> Completion:

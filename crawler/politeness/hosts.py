@@ -36,11 +36,6 @@ class Delay(Protocol):
         """Learn from one response: how long it took, and whether it was a success."""
 
 
-def _jittered(delay: float, jitter: float, rng: random.Random) -> float:
-    # Spread within delay × (1 ± jitter), so requests do not fall into a regular beat.
-    return delay * rng.uniform(1 - jitter, 1 + jitter) if jitter and delay else delay
-
-
 class FixedDelay:
     """The same delay (give or take ``jitter``) whatever the host does."""
 
@@ -54,13 +49,16 @@ class FixedDelay:
         return self._delay
 
     def gap(self) -> float:
-        return _jittered(self._delay, self._jitter, self._rng)
+        # Spread within delay × (1 ± jitter), so requests do not fall into a regular beat.
+        if self._jitter and self._delay:
+            return self._delay * self._rng.uniform(1 - self._jitter, 1 + self._jitter)
+        return self._delay
 
     def observe(self, latency: float, ok: bool) -> None:
         pass
 
 
-class AdaptiveDelay:
+class AdaptiveDelay(FixedDelay):
     """A delay that follows the host's latency, as Scrapy's AutoThrottle does.
 
     Sending a request every ``latency / target_concurrency`` seconds keeps about
@@ -78,19 +76,10 @@ class AdaptiveDelay:
         jitter: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__(min(max(start, minimum), maximum), jitter, rng)
         self.minimum = minimum
         self.maximum = maximum
         self.target_concurrency = target_concurrency
-        self._delay = min(max(start, minimum), maximum)
-        self._jitter = jitter
-        self._rng = rng or random.Random()
-
-    @property
-    def current(self) -> float:
-        return self._delay
-
-    def gap(self) -> float:
-        return _jittered(self._delay, self._jitter, self._rng)
 
     def observe(self, latency: float, ok: bool) -> None:
         proposed = (self._delay + latency / self.target_concurrency) / 2
@@ -263,11 +252,6 @@ class HostScheduler:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
-
-    def next_ready(self) -> float | None:
-        """When the earliest waiting lease may start (monotonic), or None if none waits."""
-        with self._condition:
-            return self._ready[0][0] if self._ready else None
 
     def hosts(self) -> list[HostStatus]:
         now, wall = self._clock(), time.time()
