@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from crawler.config import Config, load_config
 from crawler.practice import PracticeSite
@@ -16,6 +17,12 @@ from crawler.practice import PracticeSite
 def site() -> Iterator[PracticeSite]:
     with PracticeSite(products=120, per_page=20) as practice_site:
         yield practice_site
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as http:
+        yield http
 
 
 @pytest.fixture

@@ -7,6 +7,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
+
+    from crawler.practice import PracticeSite
+
+TIMEOUT = 5  # every request to the practice site gets one, so a server bug fails fast instead of hanging
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -36,3 +44,9 @@ def in_thread(action: Callable[[], object]) -> threading.Thread:
 def lease_from(frontier, limit: int) -> list:
     """Up to ``limit`` leases of every ready host (tests use one host, so: up to ``limit``)."""
     return frontier.lease({host: limit for host in frontier.ready_hosts()})
+
+
+def site_get(http: requests.Session, site: PracticeSite, path: str, **kwargs: object) -> requests.Response:
+    """GET a practice-site path, with a timeout unless the test gives its own."""
+    kwargs.setdefault("timeout", TIMEOUT)
+    return http.get(site.url + path, **kwargs)  # type: ignore[arg-type]

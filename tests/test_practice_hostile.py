@@ -8,7 +8,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -16,21 +15,12 @@ from parsel import Selector
 
 from crawler.practice import PracticeSite
 from crawler.practice.hostile import BAD_LINKS, LEAK_LINK, OFFSITE_LINK
-from helpers import wait_until
+from helpers import TIMEOUT, wait_until
+from helpers import site_get as get
 
-TIMEOUT = 5  # every request gets one, so a server bug fails fast instead of hanging
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-def get(http: requests.Session, site: PracticeSite, path: str, **kwargs: object) -> requests.Response:
-    kwargs.setdefault("timeout", TIMEOUT)
-    return http.get(site.url + path, **kwargs)  # type: ignore[arg-type]
 
 
 def raw_request(site: PracticeSite, path: str, timeout: float = TIMEOUT) -> socket.socket:

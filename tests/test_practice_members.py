@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from crawler.practice import PracticeSite, api_item, member_secret
+from helpers import TIMEOUT, site_get
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 5
 FLAGS = "; Path=/; HttpOnly; SameSite=Lax"
 
 
@@ -34,9 +34,8 @@ def http() -> Iterator[requests.Session]:
 
 
 def get(http: requests.Session, site: PracticeSite, path: str, **kwargs: object) -> requests.Response:
-    kwargs.setdefault("timeout", TIMEOUT)
-    kwargs.setdefault("allow_redirects", False)
-    return http.get(site.url + path, **kwargs)  # type: ignore[arg-type]
+    kwargs.setdefault("allow_redirects", False)  # the members area's redirects are what is tested
+    return site_get(http, site, path, **kwargs)
 
 
 def post(http: requests.Session, site: PracticeSite, path: str, **kwargs: object) -> requests.Response:

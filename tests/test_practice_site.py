@@ -23,9 +23,10 @@ import requests
 
 from crawler.practice import PracticeSite
 from crawler.practice.catalogue import Catalogue, product
+from helpers import TIMEOUT
+from helpers import site_get as get
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 5  # every request gets one, so a server bug fails fast instead of hanging
 
 
 @pytest.fixture
@@ -35,15 +36,6 @@ def site() -> Iterator[PracticeSite]:
         yield running
 
 
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-def get(http: requests.Session, site: PracticeSite, path: str, **kwargs: object) -> requests.Response:
-    kwargs.setdefault("timeout", TIMEOUT)
-    return http.get(site.url + path, **kwargs)  # type: ignore[arg-type]
 
 
 def field(page: str, css_class: str) -> str:
