@@ -75,16 +75,18 @@ def toml_value(value: object) -> str:
 
 
 @pytest.fixture
-def probe_config(write_config, tmp_path: Path):
-    """A config running the probe spider over ``urls``, with extra TOML sections appended."""
+def spider_config(write_config, tmp_path: Path):
+    """A config running the spider ``name`` (its module's ``source``) over ``urls``; ``entry`` adds
+    keys to its ``[[spiders]]`` table, ``extra`` appends TOML sections, ``args`` more arguments."""
 
-    def make(urls: list[str], extra: str = "", **args: object) -> Config:
+    def make(name: str, source: str, urls: list[str], extra: str = "", *, entry: str = "", **args: object) -> Config:
         arg_text = ", ".join(f"{key} = {toml_value(value)}" for key, value in {"urls": urls, **args}.items())
         return write_config(
             f"""
             [[spiders]]
-            spider = "probe"
+            spider = "{name}"
             args = {{ {arg_text} }}
+            {entry}
 
             [checkpoint]
             path = "{tmp_path / 'checkpoint.db'}"
@@ -93,7 +95,17 @@ def probe_config(write_config, tmp_path: Path):
             path = "{tmp_path / 'out'}/{{spider}}.{{format}}"
             """
             + textwrap.dedent(extra),
-            spiders={"probe": PROBE_SPIDER},
+            spiders={name: source},
         )
+
+    return make
+
+
+@pytest.fixture
+def probe_config(spider_config):
+    """A config running the probe spider over ``urls`` (the other arguments are ``spider_config``'s)."""
+
+    def make(urls: list[str], extra: str = "", *, entry: str = "", **args: object) -> Config:
+        return spider_config("probe", PROBE_SPIDER, urls, extra, entry=entry, **args)
 
     return make

@@ -111,15 +111,12 @@ path = "{tmp_path / 'out'}/{{spider}}.{{format}}"
 
 
 @pytest.fixture
-def entry_probe_config(probe_config: MakeConfig, tmp_path: Path) -> MakeConfig:
-    """``probe_config`` with ``entry`` (TOML) added to the probe's ``[[spiders]]`` table in
-    config.toml itself, so the keys go through the same parsing and validation as a user's."""
+def entry_probe_config(probe_config: MakeConfig) -> MakeConfig:
+    """``probe_config`` with ``entry`` (TOML) in the probe's ``[[spiders]]`` table of config.toml
+    itself, so the keys go through the same parsing and validation as a user's; no robots.txt."""
 
     def make(urls: list[str], entry: str, extra: str = NO_ROBOTS, **args: object) -> Config:
-        probe_config(urls, extra, **args)
-        path = tmp_path / "config.toml"
-        path.write_text(path.read_text().replace("[checkpoint]", f"{entry}\n\n[checkpoint]", 1))
-        return load_config(path)
+        return probe_config(urls, extra, entry=entry, **args)
 
     return make
 

@@ -154,37 +154,12 @@ def probe_crawl(probe_config) -> Callable[..., Crawled]:
 
 
 @pytest.fixture
-def spider_config(write_config, tmp_path: Path) -> Callable[..., Config]:
-    """A config crawling ``urls`` with a spider named "hostile" written for the test (``source``);
-    ``spider_entry`` adds keys to its ``[[spiders]]`` entry."""
-
-    def make(source: str, urls: list[str], extra: str = "", spider_entry: str = "") -> Config:
-        return write_config(
-            f"""
-            [[spiders]]
-            spider = "hostile"
-            args = {{ urls = {json.dumps(urls)} }}
-            {spider_entry}
-
-            [checkpoint]
-            path = "{tmp_path / 'checkpoint.db'}"
-
-            [output]
-            path = "{tmp_path / 'out'}/{{spider}}.{{format}}"
-            """
-            + textwrap.dedent(extra),
-            spiders={"hostile": source},
-        )
-
-    return make
-
-
-@pytest.fixture
 def spider_crawl(spider_config) -> Callable[..., Crawled]:
-    """Crawl with a spider written for the test; the arguments are ``spider_config``'s."""
+    """Crawl with a spider named "hostile" written for the test; the other arguments are
+    ``spider_config``'s."""
 
-    def crawl(*args: object, **kwargs: object) -> Crawled:
-        return run(spider_config(*args, **kwargs), "hostile")
+    def crawl(source: str, *args: object, **kwargs: object) -> Crawled:
+        return run(spider_config("hostile", source, *args, **kwargs), "hostile")
 
     return crawl
 
@@ -432,7 +407,7 @@ class ManyLinks(Spider):
 
 
 def test_a_page_of_100k_links_queues_each_once(site: PracticeSite, spider_config, tmp_path: Path) -> None:
-    config = spider_config(MANY_LINKS_SPIDER, [site.url + "/hostile/many-links", site.url + HEALTHY])
+    config = spider_config("hostile", MANY_LINKS_SPIDER, [site.url + "/hostile/many-links", site.url + HEALTHY])
     # Fetching 100,000 pages would take minutes: stop (a real Ctrl-C) once the links are queued,
     # which the first target fetched proves, then count what the checkpoint holds.
     watcher = interrupt_when(lambda: site.counters.requests - site.counters.hits("/robots.txt") >= 3)
@@ -498,7 +473,7 @@ def test_unparseable_links_are_counted_and_dropped(bad_links_crawl, lookups: lis
 def test_links_off_the_allowed_domains_are_filtered_and_never_resolved(
         site: PracticeSite, spider_crawl, lookups: list[str]) -> None:
     crawled = spider_crawl(READER_SPIDER, [site.url + "/hostile/bad-links", site.url + HEALTHY], limits(),
-                           spider_entry='allowed_domains = ["127.0.0.1"]')
+                           entry='allowed_domains = ["127.0.0.1"]')
     assert crawled.stats["filtered:offsite"] == 1  # http://bücher.example/
     assert lookups == []
     assert {site.url + "/links/target/1", site.url + "/links/target/2"} <= crawled.urls()
