@@ -34,7 +34,7 @@ _SEED_BATCH = 1000
 _COMMIT_BATCH = 512
 # After the first result arrives, wait this long for more before committing. Committing each page
 # on its own means a dozen SQLite calls per page, each a GIL hand-off with every worker; workers
-# do not starve meanwhile: the engine keeps their task queue topped up (see _lease_more).
+# do not starve meanwhile: the engine keeps the host scheduler topped up (see _lease_more).
 _COMMIT_GATHER = 0.01
 _OUTPUT_SYNC_INTERVAL = 1.0
 # How long the engine waits when it holds nothing (all queued work waits for a retry time).
@@ -86,6 +86,10 @@ class Crawl:
         self._seeded = frontier.get_state(SEEDED) is not None
         self._stats_at_start = stats.snapshot()
         self._earlier_runs = previous_run_stats(frontier)
+        # The per-host table goes on from where earlier runs left it.
+        scheduler.carry_over(
+            {host: (row["requests"], row["errors"]) for host, row in self._earlier_runs.get("hosts", {}).items()}
+        )
 
     def seed(self) -> None:
         """Queue the start requests, once per crawl (a resumed crawl does not revisit them)."""

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .config import Config, SpiderConfig
-from .engine import Crawl, CrawlResult, previous_run_stats
+from .engine import Crawl, CrawlResult
 from .exceptions import CheckpointError, CrawlerError
 from .exporters import OutputFile, make_format
 from .frontier.base import FrontierCounts, Limits, ResumeInfo
@@ -297,12 +297,7 @@ def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
     frontier = run.checkpoint.frontier(spider.name)
     output = OutputFile(output_path, frontier, make_format(config.output.format))
     entry = config.spiders[index]
-    earlier_hosts = previous_run_stats(frontier).get("hosts", {})
-    scheduler = HostScheduler(
-        _host_limits(config),
-        previous={host: (row["requests"], row["errors"]) for host, row in earlier_hosts.items()},
-        hold_back_new_hosts=config.robots.obey,
-    )
+    scheduler = HostScheduler(_host_limits(config), hold_back_new_hosts=config.robots.obey)
     processor = LeaseProcessor(
         spider,
         fetcher,

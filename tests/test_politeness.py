@@ -281,3 +281,12 @@ def test_the_run_summary_adds_up_a_host_that_several_spiders_visited() -> None:
 
     report = RunReport([result("a", 10, 1, 0.0), result("b", 5, 2, 0.5)], {}, 1.0, False, 2, 1.0)
     assert report.hosts == {"h": {"requests": 15, "errors": 3, "delay": 0.5, "paused_until": None}}
+
+
+def test_the_host_table_goes_on_across_runs(site: PracticeSite, probe_config) -> None:
+    urls = [f"{site.url}/links/target/{n}" for n in range(4)]
+    first = run_crawl(probe_config(urls, NO_ROBOTS, entry="max_pages = 2"))
+    assert first.hosts[host_key(site.url)]["requests"] == 2
+    second = run_crawl(probe_config(urls, NO_ROBOTS, entry="max_pages = 4"))
+    assert second.hosts[host_key(site.url)]["requests"] == 4  # 2 from the first run, 2 now
+    assert site.counters.requests == 4

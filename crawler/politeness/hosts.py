@@ -142,7 +142,6 @@ class HostScheduler:
         self,
         limits: HostLimits,
         *,
-        previous: Mapping[str, tuple[int, int]] | None = None,
         hold_back_new_hosts: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -155,9 +154,6 @@ class HostScheduler:
         self._order = itertools.count()
         self._condition = threading.Condition()
         self._closed = False
-        for name, (requests, errors) in (previous or {}).items():
-            host = self._host(name)
-            host.requests, host.errors = requests, errors
 
     # Worker side
 
@@ -202,6 +198,13 @@ class HostScheduler:
         with self._condition:
             host = self._host(name)
             host.paused_until = max(host.paused_until, self._clock() + seconds)
+
+    def carry_over(self, counts: Mapping[str, tuple[int, int]]) -> None:
+        """Start hosts' request and error counts from an earlier run's (host -> both)."""
+        with self._condition:
+            for name, (requests, errors) in counts.items():
+                host = self._host(name)
+                host.requests, host.errors = requests, errors
 
     def set_crawl_delay(self, name: str, seconds: float | None) -> None:
         """The host's robots.txt is read: from now on its delay is at least ``seconds`` (its
