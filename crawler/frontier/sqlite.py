@@ -464,18 +464,19 @@ class SQLiteFrontier:
                 f"SELECT fingerprint, request, depth FROM seen WHERE spider = ? AND state = 3{where}",
                 (self._id, *parameters),
             ).fetchall()
-            requests = [(fp, Request.from_json(text), text, depth) for fp, text, depth in chosen]
+            rows = []
+            for fp, text, depth in chosen:
+                request = Request.from_json(text)
+                rows.append((self._id, fp, request.priority, depth or 0, text, host_key(request.url)))
             self._db.executemany(
-                "INSERT INTO queue (spider, fingerprint, priority, depth, request, host) VALUES (?, ?, ?, ?, ?, ?)",
-                [(self._id, fp, request.priority, depth or 0, text, host_key(request.url))
-                 for fp, request, text, depth in requests],
+                "INSERT INTO queue (spider, fingerprint, priority, depth, request, host) VALUES (?, ?, ?, ?, ?, ?)", rows
             )
             self._db.executemany(
                 "UPDATE seen SET state = 0, error = NULL, error_kind = NULL, request = NULL, depth = NULL"
                 " WHERE fingerprint = ?",
                 [(fp,) for fp, _, _ in chosen],
             )
-        self._queued_more(Counter(host_key(request.url) for _, request, _, _ in requests))
+        self._queued_more(Counter(host for *_, host in rows))
         self._counts["failed"] -= len(chosen)
         self._counts["queued"] += len(chosen)
         return len(chosen)
