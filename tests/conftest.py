@@ -76,15 +76,18 @@ def toml_value(value: object) -> str:
 
 @pytest.fixture
 def spider_config(write_config, tmp_path: Path):
-    """A config running the spider ``name`` (its module's ``source``) over ``urls``; ``entry`` adds
-    keys to its ``[[spiders]]`` table, ``extra`` appends TOML sections, ``args`` more arguments."""
+    """A config running the spider ``spider``, from a module (named ``module``, default the
+    spider's name) whose source is ``source``: ``args`` are its arguments, ``entry`` more keys of
+    its ``[[spiders]]`` table, ``extra`` TOML sections appended."""
 
-    def make(name: str, source: str, urls: list[str], extra: str = "", *, entry: str = "", **args: object) -> Config:
-        arg_text = ", ".join(f"{key} = {toml_value(value)}" for key, value in {"urls": urls, **args}.items())
+    def make(
+        spider: str, source: str, extra: str = "", *, entry: str = "", module: str | None = None, **args: object
+    ) -> Config:
+        arg_text = ", ".join(f"{key} = {toml_value(value)}" for key, value in args.items())
         return write_config(
             f"""
             [[spiders]]
-            spider = "{name}"
+            spider = "{spider}"
             args = {{ {arg_text} }}
             {entry}
 
@@ -95,7 +98,7 @@ def spider_config(write_config, tmp_path: Path):
             path = "{tmp_path / 'out'}/{{spider}}.{{format}}"
             """
             + textwrap.dedent(extra),
-            spiders={name: source},
+            spiders={module or spider: source},
         )
 
     return make
@@ -106,6 +109,6 @@ def probe_config(spider_config):
     """A config running the probe spider over ``urls`` (the other arguments are ``spider_config``'s)."""
 
     def make(urls: list[str], extra: str = "", *, entry: str = "", **args: object) -> Config:
-        return spider_config("probe", PROBE_SPIDER, urls, extra, entry=entry, **args)
+        return spider_config("probe", PROBE_SPIDER, extra, entry=entry, urls=urls, **args)
 
     return make

@@ -84,28 +84,12 @@ def other_site() -> Iterator[PracticeSite]:
 
 
 @pytest.fixture
-def hops_config(write_config: MakeConfig, tmp_path: Path) -> MakeConfig:
+def hops_config(spider_config: MakeConfig) -> MakeConfig:
     """A config running one spider of ``HOPS_SPIDER``; ``entry`` is TOML added to its
     ``[[spiders]]`` table, ``extra`` TOML sections appended."""
 
     def make(*, spider: str = "hops", entry: str = "", extra: str = NO_ROBOTS, **args: object) -> Config:
-        arg_text = ", ".join(f"{key} = {json.dumps(value)}" for key, value in args.items())
-        return write_config(
-            f"""
-[[spiders]]
-spider = "{spider}"
-args = {{ {arg_text} }}
-{entry}
-
-[checkpoint]
-path = "{tmp_path / 'checkpoint.db'}"
-
-[output]
-path = "{tmp_path / 'out'}/{{spider}}.{{format}}"
-"""
-            + extra,
-            spiders={"hops": HOPS_SPIDER},
-        )
+        return spider_config(spider, HOPS_SPIDER, extra, entry=entry, module="hops", **args)
 
     return make
 

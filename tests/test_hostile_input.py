@@ -158,8 +158,8 @@ def spider_crawl(spider_config) -> Callable[..., Crawled]:
     """Crawl with a spider named "hostile" written for the test; the other arguments are
     ``spider_config``'s."""
 
-    def crawl(source: str, *args: object, **kwargs: object) -> Crawled:
-        return run(spider_config("hostile", source, *args, **kwargs), "hostile")
+    def crawl(source: str, urls: list[str], extra: str = "", entry: str = "") -> Crawled:
+        return run(spider_config("hostile", source, extra, entry=entry, urls=urls), "hostile")
 
     return crawl
 
@@ -407,7 +407,7 @@ class ManyLinks(Spider):
 
 
 def test_a_page_of_100k_links_queues_each_once(site: PracticeSite, spider_config, tmp_path: Path) -> None:
-    config = spider_config("hostile", MANY_LINKS_SPIDER, [site.url + "/hostile/many-links", site.url + HEALTHY])
+    config = spider_config("hostile", MANY_LINKS_SPIDER, urls=[site.url + "/hostile/many-links", site.url + HEALTHY])
     # Fetching 100,000 pages would take minutes: stop (a real Ctrl-C) once the links are queued,
     # which the first target fetched proves, then count what the checkpoint holds.
     watcher = interrupt_when(lambda: site.counters.requests - site.counters.hits("/robots.txt") >= 3)
