@@ -545,18 +545,8 @@ class Again(Spider):
 """
 
 
-def test_dont_filter_fetches_a_seen_request_again(site: PracticeSite, write_config: MakeConfig, tmp_path: Path) -> None:
-    config = write_config(
-        f"""
-        [[spiders]]
-        spider = "again"
-        args = {{ base = "{site.url}" }}
-        [checkpoint]
-        path = "checkpoint.db"
-        """
-        + NO_ROBOTS,
-        spiders={"again": DONT_FILTER_SPIDER},
-    )
+def test_dont_filter_fetches_a_seen_request_again(site: PracticeSite, spider_config: MakeConfig) -> None:
+    config = spider_config("again", DONT_FILTER_SPIDER, NO_ROBOTS, base=site.url)
     report = run_crawl(config)
     assert site.counters.hits("/links/target/1") == 2
     assert site.counters.hits("/links/target/2") == 2

@@ -138,32 +138,21 @@ class Echo(Spider):
 """
 
 
-def user_agent_sent(site: PracticeSite, write_config, tmp_path, http: str = "") -> str:
-    config = write_config(
-        f"""
-        [[spiders]]
-        spider = "echo"
-        args = {{ url = "{site.url}/echo" }}
-
-        [checkpoint]
-        path = "{tmp_path / 'checkpoint.db'}"
-        """
-        + http,
-        spiders={"echo": ECHO_SPIDER},
-    )
+def user_agent_sent(site: PracticeSite, spider_config, http: str = "") -> str:
+    config = spider_config("echo", ECHO_SPIDER, http, url=f"{site.url}/echo")
     run_crawl(config)
     return json.loads(config.output_path("echo").read_text())["user_agent"]
 
 
-def test_user_agent_identifies_the_crawler_by_default(site: PracticeSite, write_config, tmp_path) -> None:
+def test_user_agent_identifies_the_crawler_by_default(site: PracticeSite, spider_config) -> None:
     from crawler import __version__
 
-    assert user_agent_sent(site, write_config, tmp_path) == f"crawler/{__version__}"
+    assert user_agent_sent(site, spider_config) == f"crawler/{__version__}"
 
 
-def test_user_agent_comes_from_the_config(site: PracticeSite, write_config, tmp_path) -> None:
+def test_user_agent_comes_from_the_config(site: PracticeSite, spider_config) -> None:
     agent = "examplebot/2.0 (+https://example.com/bot; bot@example.com)"
-    assert user_agent_sent(site, write_config, tmp_path, f'[http]\nuser_agent = "{agent}"\n') == agent
+    assert user_agent_sent(site, spider_config, f'[http]\nuser_agent = "{agent}"\n') == agent
 
 
 # -- the scheduler on its own ---------------------------------------------------------------
