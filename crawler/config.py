@@ -175,15 +175,35 @@ class FormLoginConfig(_CredentialFields):
 
 class TokenConfig(_CredentialFields):
     url: str = Field(pattern=r"^https?://")
-    """The token endpoint, posted ``fields`` and ``env_fields`` as a form."""
-    hosts: list[str] = []
-    """Hosts (``host`` or ``host:port``) the token is sent to; default: the token URL's host and port."""
+    """The token endpoint, posted ``fields`` and ``env_fields``."""
+    body: Literal["form", "json"] = "form"
+    """How the fields are posted: a form (``application/x-www-form-urlencoded``) or a JSON object."""
+    client_auth: Literal["body", "basic"] = "body"
+    """Where ``client_id`` and ``client_secret`` go: in the body, or in HTTP Basic (RFC 6749
+    ``client_secret_basic``)."""
+    hosts: list[Annotated[str, Field(pattern=r"^(?:https?://)?[^/\s@]+$")]] = []
+    """Where the token is sent: ``host`` (any port), ``host:port``, either after ``https://``
+    or ``http://`` (that scheme only); default: the token URL's scheme, host and port. A token
+    from an https endpoint is sent over https only."""
     token_field: str = "access_token"
     expires_field: str = "expires_in"
     header: str = "Authorization"
     scheme: str = "Bearer"
     refresh_margin: float = Field(5.0, ge=0)
-    """Seconds before the announced expiry at which the token is refreshed."""
+    """Seconds before the announced expiry at which the token is refreshed: at most a quarter
+    of the token's lifetime (a token living 2 s is refreshed after 1.5 s)."""
+    default_lifetime: PositiveSeconds = 300.0
+    """Seconds a token lives when the endpoint's answer has no ``expires_field``."""
+
+    @model_validator(mode="after")
+    def _basic_has_both_parts(self) -> TokenConfig:
+        if self.client_auth == "basic":
+            given = self.fields.keys() | self.env_fields.keys()
+            if missing := [name for name in ("client_id", "client_secret") if name not in given]:
+                raise ValueError(
+                    f"client_auth = \"basic\" needs {' and '.join(missing)} in fields or env_fields"
+                )
+        return self
 
 
 class SpiderConfig(_Section):

@@ -7,6 +7,7 @@
     ├── CheckpointError        the checkpoint cannot be opened or written, is locked, or is not ours
     ├── OutputError            an output file cannot be written (disk full, permissions)
     ├── LoginFailed            logging in did not work; the crawl stops rather than loop
+    ├── MalformedURL           a URL that parsers could read in more than one way (also a ValueError)
     └── FetchError             one request could not be fetched; carries the request it concerns
         ├── TransportError     no usable response came back
         │   ├── ConnectError   the request never reached the server (safe to retry for any method)
@@ -16,6 +17,7 @@
         │   └── ConnectionLost the connection broke after the request may have been sent
         ├── HTTPStatusError    the server answered with a status the crawl treats as an error
         └── InvalidRequest     the request can never succeed as written (bad URL, TLS refused)
+            ├── TLSError           the TLS handshake failed (untrusted certificate, wrong host)
             ├── TooManyRedirects   a redirect loop, or a chain longer than the limit
             └── ResponseTooLarge   a body over the size limit (cut off while streaming)
 
@@ -56,6 +58,18 @@ class LoginFailed(CrawlerError):
 
     The message never holds a credential: it names the environment variables instead.
     """
+
+
+class MalformedURL(CrawlerError, ValueError):
+    """``url`` cannot be read one way only (``reason`` says why); it is never fetched."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, reason)
+        self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.url[:200]!r}"
 
 
 class FetchError(CrawlerError):
@@ -106,6 +120,11 @@ class HTTPStatusError(FetchError):
 
 class InvalidRequest(FetchError):
     """The request cannot succeed as written; retrying would not help."""
+
+
+class TLSError(InvalidRequest):
+    """The TLS handshake failed: a certificate not trusted or not for the host, or no common
+    protocol. It does not fix itself between retries."""
 
 
 class TooManyRedirects(InvalidRequest):

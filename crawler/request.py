@@ -29,6 +29,12 @@ class Request:
     ``idempotent`` says whether the request may be retried after it may have reached the server;
     left as ``None`` it follows the HTTP method.
     ``dont_filter`` asks for a fetch even if the same request was seen before.
+    ``forward_headers`` sends the request's own ``headers`` on to another origin it redirects
+    to; by default only harmless ones go (see ``crawler.http.redirects.HARMLESS_HEADERS``), and
+    none ever go from https down to http.
+    ``redirects`` counts the redirects already followed to reach this request (a redirect to
+    another origin is queued as a request of its own), so ``http.max_redirects`` holds across them;
+    ``redirected_from`` is the URL whose redirect queued it.
     """
 
     # Defaults live in __init__, which also normalises (method case, str body, bound-method callback).
@@ -41,6 +47,9 @@ class Request:
     priority: int
     dont_filter: bool
     idempotent: bool | None
+    forward_headers: bool
+    redirects: int
+    redirected_from: str | None
 
     def __init__(
         self,
@@ -54,6 +63,9 @@ class Request:
         priority: int = 0,
         dont_filter: bool = False,
         idempotent: bool | None = None,
+        forward_headers: bool = False,
+        redirects: int = 0,
+        redirected_from: str | None = None,
     ) -> None:
         if callable(callback):
             callback = callback.__name__
@@ -69,6 +81,9 @@ class Request:
         set_field(self, "priority", priority)
         set_field(self, "dont_filter", dont_filter)
         set_field(self, "idempotent", idempotent)
+        set_field(self, "forward_headers", forward_headers)
+        set_field(self, "redirects", redirects)
+        set_field(self, "redirected_from", redirected_from)
 
     @property
     def is_idempotent(self) -> bool:
@@ -88,6 +103,9 @@ class Request:
             "priority": self.priority,
             "dont_filter": self.dont_filter,
             "idempotent": self.idempotent,
+            "forward_headers": self.forward_headers,
+            "redirects": self.redirects,
+            "redirected_from": self.redirected_from,
         }
         fields.update(changes)
         return Request(**fields)
@@ -111,6 +129,12 @@ class Request:
             data["dont_filter"] = True
         if self.idempotent is not None:
             data["idempotent"] = self.idempotent
+        if self.forward_headers:
+            data["forward_headers"] = True
+        if self.redirects:
+            data["redirects"] = self.redirects
+        if self.redirected_from:
+            data["redirected_from"] = self.redirected_from
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod

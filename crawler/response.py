@@ -11,7 +11,9 @@ from parsel import Selector, SelectorList
 from requests.structures import CaseInsensitiveDict
 from w3lib.encoding import html_to_unicode
 
+from .exceptions import MalformedURL
 from .request import Request, has_empty_authority
+from .urls import normalize_url
 
 
 class Response:
@@ -112,12 +114,11 @@ class Response:
                 url = url.attrib["href"]
             else:
                 raise ValueError(f"cannot follow {url.get()[:80]!r}: it has no href")
-        url = url.strip()
-        if not has_empty_authority(url):
+        if not has_empty_authority(url.strip()):
             try:
-                url = self.urljoin(url)
-            except ValueError:
-                pass  # a malformed link: the engine counts it and drops it, the page goes on
+                url = normalize_url(url, self.url)
+            except MalformedURL:
+                pass  # as written: the engine counts it as malformed and drops it, the page goes on
         return Request(url, callback, **request_options)
 
     def follow_all(

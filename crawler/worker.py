@@ -11,14 +11,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel
 
 from .content import accepted_by
-from .exceptions import FetchError, HTTPStatusError, LoginFailed, RobotsUnavailable
+from .exceptions import FetchError, HTTPStatusError, LoginFailed, MalformedURL, RobotsUnavailable
 from .frontier.base import Completion, Lease, Pending
-from .http.fetcher import Fetcher, UnwantedContent
+from .http.fetcher import Fetcher, Redirected, UnwantedContent
 from .items import ItemValidator, RejectedItem
 from .politeness.hosts import HostScheduler
 from .politeness.robots import RobotsCache, RobotsDecision
@@ -29,10 +28,10 @@ from .rules import CrawlRules
 from .spider import Spider
 from .stats import Stats
 from .stopping import StopSignal
+from .urls import WEB_SCHEMES, normalize_url, scheme_of
 
 logger = logging.getLogger(__name__)
 
-FETCHABLE_SCHEMES = frozenset({"http", "https"})
 # A host that answers these with Retry-After is asking for a pause, not just a later retry.
 _PAUSING_STATUSES = frozenset({429, 503})
 
@@ -60,6 +59,9 @@ class LeaseProcessor:
         self.scheduler = scheduler
         self.rules = rules
         self.robots = robots
+        # A redirect target is the server's answer for a request already in the crawl: only
+        # where it may go is checked, not the link patterns or depth that chose the request.
+        self.redirect_rules = CrawlRules(allowed_domains=rules.allowed_domains)
         self.validator = ItemValidator(spider.item_model)
 
     def process(self, lease: Lease) -> Completion | None:
@@ -81,7 +83,10 @@ class LeaseProcessor:
             return self._fail(lease, 0, f"no callback {name!r}", "CallbackError", "callback_errors")
         started = time.monotonic()
         try:
-            response = self.fetcher.fetch(request, accepted_by(callback))
+            response = self.fetcher.fetch(request, accepted_by(callback), self._may_follow)
+        except Redirected as redirect:
+            sent.record(time.monotonic() - started, ok=True)
+            return self._queue_redirect(lease, redirect.request)
         except UnwantedContent as unwanted:
             sent.record(time.monotonic() - started, ok=True)
             self.stats.inc("skipped:content_type")
@@ -99,6 +104,21 @@ class LeaseProcessor:
             return self._fail(lease, 1, f"HTTP {response.status}", "HTTPStatusError")
         self.stats.inc("pages")
         return self._run_callback(lease, callback, response)
+
+    def _may_follow(self, url: str) -> bool:
+        """Whether the fetch may follow a redirect (within the origin) to ``url`` by itself."""
+        return self.robots is None or self.robots.check(url).decision is RobotsDecision.ALLOW
+
+    def _queue_redirect(self, lease: Lease, target: Request) -> Completion:
+        """A redirect to another origin (or to a path robots.txt may refuse) goes through the
+        frontier as a request of its own: dedupe, that origin's robots.txt, allowed_domains and
+        per-host limits apply to it as to any request. It keeps its page's depth."""
+        child = checked_request(target, self.stats, self.spider.name, rules=self.redirect_rules, depth=lease.depth)
+        if child is None:
+            logger.info("not following the redirect from %s to %s", lease.request.url, target.url)
+            return Completion(lease, 1)
+        self.stats.inc("redirects:requeued")
+        return Completion(lease, 1, children=[Pending(child, lease.depth)])
 
     def _check_robots(self, lease: Lease) -> Completion | None:
         assert self.robots is not None
@@ -223,28 +243,25 @@ def checked_request(
     rules: CrawlRules | None = None,
     depth: int = 0,
 ) -> Request | None:
-    """Resolve a relative URL, and drop (counting why) what can never be fetched or stored, or
-    what the crawl's rules leave out."""
-    url = request.url.strip()
+    """Put the URL in its one normal form (resolved against ``base_url`` if relative), and drop
+    (counting why) what can never be fetched or stored, or what the crawl's rules leave out."""
     try:
-        if has_empty_authority(url):
-            raise ValueError("no host")
-        if base_url is not None and not urlsplit(url).scheme:  # response.follow() already made it absolute
-            url = urljoin(base_url, url)
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in FETCHABLE_SCHEMES:
+        if has_empty_authority(request.url.strip()):
+            raise MalformedURL(request.url, "no host")
+        url = normalize_url(request.url, base_url)
+        scheme = scheme_of(url)
+        if scheme not in WEB_SCHEMES:
             stats.inc(f"filtered:scheme:{scheme or 'none'}")
             return None
-        if not parts.hostname or " " in parts.netloc:
-            raise ValueError("no valid host")
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
         checked = request if url == request.url else request.replace(url=url)
         # Also what dedupe will use, cached for the frontier; it refuses what cannot be encoded.
         fingerprint(spider, checked)
-    except ValueError as error:  # UnicodeError (a host IDNA cannot encode) included
+    except ValueError as error:  # MalformedURL, and UnicodeError from a host IDNA cannot encode
         stats.inc("malformed:url")
-        logger.warning("dropped a malformed link %.200r on %s: %s", url, base_url or "start requests", error)
+        logger.warning(
+            "dropped a malformed link %.200r on %s: %s", request.url, base_url or "start requests",
+            getattr(error, "reason", error),
+        )
         return None
     if rules is not None and (reason := rules.refusal(url, depth)):
         stats.inc(f"filtered:{reason}")

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.cookiejar import Cookie
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 
-from requests.cookies import RequestsCookieJar
+import requests
+from requests.cookies import RequestsCookieJar, create_cookie, extract_cookies_to_jar, get_cookie_header
 
 from ..stats import Stats
 
@@ -31,7 +32,16 @@ def domain_matches(host: str, domain: str) -> bool:
 
 
 class CrawlCookieJar(RequestsCookieJar):
-    """A cookie jar safe to share between threads, that can widen cookies to a parent domain.
+    """A cookie jar safe to share between threads, that keeps a newer login's cookies from being
+    undone by answers to requests sent under an older one, and can widen cookies to a parent
+    domain.
+
+    **Login generations.** ``generation`` counts the logins whose cookies the jar holds
+    (``adopt_login``). Each cookie remembers the generation of the exchange that last set or
+    deleted it, and an exchange may change a cookie only if it was sent under that generation
+    or a later one. Without this, a site that revokes a session and answers every request still
+    carrying it with ``Set-Cookie: sessionid=""; Max-Age=0`` (Django does) lets a late answer to
+    a request sent before the re-login delete the new login's cookie, for every worker.
 
     ``parent_domain`` (e.g. ``example.com``) makes a cookie set by any host under it valid for all
     of them, for sites that log in on one subdomain and serve pages from another.
@@ -40,20 +50,85 @@ class CrawlCookieJar(RequestsCookieJar):
     def __init__(self, parent_domain: str | None = None) -> None:
         super().__init__()
         self.parent_domain = parent_domain.lstrip(".").lower() if parent_domain else None
+        self.generation = 0
+        # (domain, path, name) -> the generation of the exchange that last set or deleted it.
+        self._stamps: dict[tuple[str, str, str], int] = {}
+        # Set only while one thread, holding the lock, applies an exchange's cookies.
+        self._applying: int | None = None
+        self._ignored = 0
 
     def __iter__(self) -> Iterator[Cookie]:
-        # requests copies the jar for every request by iterating it; iterating while another
-        # thread stores a cookie would fail with "dictionary changed size", so take a snapshot.
+        # requests copies a jar by iterating it; iterating while another thread stores a cookie
+        # would fail with "dictionary changed size", so take a snapshot.
         with self._cookies_lock:
             return iter(list(super().__iter__()))
 
+    def header_for(self, request: requests.PreparedRequest) -> tuple[str | None, int]:
+        """The ``Cookie`` header for ``request``, and the login generation it belongs to (read
+        together, so a re-login cannot fall between them)."""
+        with self._cookies_lock:
+            return get_cookie_header(self, request), self.generation
+
+    def extract_from(self, response: requests.Response, request: requests.PreparedRequest, generation: int) -> int:
+        """Store what ``response`` (to ``request``, sent under ``generation``) sets or deletes,
+        except where a later login already changed that cookie; how many changes were ignored."""
+        with self._cookies_lock:
+            self._applying, self._ignored = generation, 0
+            try:
+                extract_cookies_to_jar(self, request, response.raw)
+            finally:
+                self._applying = None
+            return self._ignored
+
+    def adopt_login(self, cookies: Iterable[Cookie]) -> int:
+        """Take the cookies of a new login as one generation newer; returns that generation."""
+        with self._cookies_lock:
+            self.generation += 1
+            self._applying = self.generation
+            try:
+                for cookie in cookies:
+                    self.set_cookie(cookie)
+            finally:
+                self._applying = None
+            return self.generation
+
     def set_cookie(self, cookie: Cookie, *args: object, **kwargs: object) -> None:
-        parent = self.parent_domain
-        if parent and domain_matches(cookie.domain, parent) and cookie.domain.lstrip(".") != parent:
-            cookie.domain = "." + parent
+        if (widened := self._widened(cookie.domain)) != cookie.domain:
+            cookie.domain = widened
             cookie.domain_specified = True
             cookie.domain_initial_dot = True
-        super().set_cookie(cookie, *args, **kwargs)
+        with self._cookies_lock:
+            if self._stale(cookie.domain, cookie.path, cookie.name):
+                return
+            super().set_cookie(cookie, *args, **kwargs)
+
+    def clear(self, domain: str | None = None, path: str | None = None, name: str | None = None) -> None:
+        with self._cookies_lock:
+            # A Set-Cookie that expires a cookie arrives here, one cookie at a time.
+            if domain is not None and name is not None:
+                domain = self._widened(domain)
+                if self._stale(domain, path or "/", name):
+                    return
+            super().clear(domain, path, name)
+
+    def _widened(self, domain: str) -> str:
+        parent = self.parent_domain
+        if parent and domain_matches(domain, parent) and domain.lstrip(".") != parent:
+            return "." + parent
+        return domain
+
+    def _stale(self, domain: str, path: str, name: str) -> bool:
+        """Whether the exchange being applied is older than the last change to this cookie (and
+        if not, stamps the cookie with it). Called with the lock held."""
+        applying = self._applying
+        if applying is None:
+            return False
+        key = (domain, path, name)
+        if self._stamps.get(key, 0) > applying:
+            self._ignored += 1
+            return True
+        self._stamps[key] = applying
+        return False
 
     def save(self, path: Path) -> None:
         """Write the cookies to ``path``, readable by the owner only, atomically."""
@@ -79,7 +154,8 @@ class CrawlCookieJar(RequestsCookieJar):
         os.replace(temporary, path)
 
     def load(self, path: Path) -> int:
-        """Add the cookies saved at ``path`` (expired ones are dropped); returns how many."""
+        """Add the cookies saved at ``path`` as a login of their own (expired ones are dropped);
+        returns how many."""
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -87,8 +163,8 @@ class CrawlCookieJar(RequestsCookieJar):
         except (OSError, ValueError) as error:
             logger.warning("ignoring unreadable saved cookies in %s: %s", path, error)
             return 0
-        for entry in saved:
-            self.set(
+        cookies = [
+            create_cookie(
                 entry["name"],
                 entry["value"],
                 domain=entry["domain"],
@@ -97,8 +173,11 @@ class CrawlCookieJar(RequestsCookieJar):
                 expires=entry["expires"],
                 rest=entry.get("rest", {}),
             )
-        self.clear_expired_cookies()
-        return len(self)
+            for entry in saved
+        ]
+        if live := [cookie for cookie in cookies if not cookie.is_expired()]:
+            self.adopt_login(live)
+        return len(live)
 
 
 class CookieAudit:

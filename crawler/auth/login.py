@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from http.cookiejar import CookieJar
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +19,7 @@ import requests
 from parsel import Selector
 
 from ..exceptions import LoginFailed
+from .cookies import CrawlCookieJar
 from ..request import Request
 from ..response import Response
 from ..stats import Stats
@@ -63,16 +63,33 @@ class FormLogin:
                 if token is None:
                     raise LoginFailed(f"login form at {self.url} has no {self.csrf_field!r} field")
                 data[self.csrf_field] = token
-            answer = session.post(action, data=data, timeout=self.timeout)
+            # Judged on the post's own answer, not on where its redirects end: a session revoked
+            # between the post and the landing page would make an accepted login look refused.
+            answer = session.post(action, data=data, timeout=self.timeout, allow_redirects=False)
+            if answer.is_redirect:
+                landing = urljoin(answer.url, answer.headers["Location"])
+                accepted = not self._is_login_url(landing)
+                if accepted:
+                    self._visit(session, landing)
+            else:
+                response = Response(answer.url, answer.status_code, answer.headers, answer.content, Request(answer.url))
+                accepted = not (answer.status_code >= 400 or self.is_logged_out(response) or self._is_form_again(answer))
         except requests.RequestException as error:
             raise LoginFailed(f"cannot log in at {self.url}: {type(error).__name__}") from None
-        response = Response(answer.url, answer.status_code, answer.headers, answer.content, Request(answer.url))
-        if answer.status_code >= 400 or self.is_logged_out(response) or self._is_form_again(answer):
+        if not accepted:
             names = ", ".join(f"${name}" for name in self.secret_sources.values()) or "the configured fields"
             raise LoginFailed(
-                f"login at {self.url} failed (HTTP {answer.status_code}, ended at {answer.url}); "
+                f"login at {self.url} failed (HTTP {answer.status_code}, at {answer.url}); "
                 f"check the credentials in {names}"
             )
+
+    def _visit(self, session: requests.Session, landing: str) -> None:
+        # Some sites set more cookies on the page a login lands on; whatever it answers, the
+        # login itself was already accepted.
+        try:
+            session.get(landing, timeout=self.timeout).close()
+        except requests.RequestException as error:
+            logger.info("after logging in, %s could not be read: %s", landing, type(error).__name__)
 
     def _form(self, page: requests.Response) -> Selector:
         selector = Selector(text=page.text)
@@ -95,9 +112,10 @@ class FormLogin:
         return urlsplit(answer.url).path == urlsplit(self.url).path and b"<form" in answer.content
 
     def is_logged_out(self, response: Response) -> bool:
-        if response.status in self.logged_out_statuses:
-            return True
-        return urlsplit(response.url).path.startswith(urlsplit(self.logged_out_url).path)
+        return response.status in self.logged_out_statuses or self._is_login_url(response.url)
+
+    def _is_login_url(self, url: str) -> bool:
+        return urlsplit(url).path.startswith(urlsplit(self.logged_out_url).path)
 
 
 @dataclass(frozen=True)
@@ -127,8 +145,9 @@ class LoginCoordinator:
     it runs would otherwise rotate its CSRF cookie between the form and the post.
 
     ``generation`` counts completed logins (1 after the first, or after restoring saved
-    cookies). A worker remembers the generation its request was sent under; when the response
-    says logged out, ``relogin`` logs in again only if nobody has since then.
+    cookies); the jar keeps it, with the cookies of each login (see ``CrawlCookieJar``). A
+    worker knows the generation its request was sent under; when the response says logged out,
+    ``relogin`` logs in again only if nobody has since then.
     """
 
     def __init__(
@@ -136,9 +155,8 @@ class LoginCoordinator:
         login: Login,
         stats: Stats,
         *,
-        cookies: CookieJar,
+        cookies: CrawlCookieJar,
         new_session: Callable[[], requests.Session],
-        restored: bool = False,
         on_login: Callable[[], None] = lambda: None,
     ) -> None:
         self.login = login
@@ -146,25 +164,22 @@ class LoginCoordinator:
         self.cookies = cookies
         self.new_session = new_session
         self.on_login = on_login
-        self._generation = 1 if restored else 0
         self._failure: LoginFailed | None = None
         self._lock = threading.Lock()
 
     @property
     def generation(self) -> int:
-        return self._generation
+        return self.cookies.generation
 
-    def ensure(self) -> int:
-        """Log in if nobody has yet; the generation to send the next request under."""
-        if self._generation == 0 or self._failure is not None:
+    def ensure(self) -> None:
+        """Log in, unless the crawl already has (or restored a saved login)."""
+        if self.cookies.generation == 0 or self._failure is not None:
             self._log_in_unless_moved_on(seen=0)
-        return self._generation
 
-    def relogin(self, seen: int) -> int:
+    def relogin(self, seen: int) -> None:
         """The response to a request sent under generation ``seen`` said logged out."""
         self.stats.inc("logged_out_responses")
         self._log_in_unless_moved_on(seen)
-        return self._generation
 
     def is_logged_out(self, response: Response) -> bool:
         return self.login.is_logged_out(response)
@@ -173,7 +188,7 @@ class LoginCoordinator:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            if self._generation != seen:
+            if self.cookies.generation != seen:
                 return  # another worker logged in since this request was sent
             with self.new_session() as session:
                 try:
@@ -181,11 +196,9 @@ class LoginCoordinator:
                 except LoginFailed as failure:
                     self._failure = failure
                     raise
-                for cookie in session.cookies:
-                    self.cookies.set_cookie(cookie)
-            self._generation += 1
+                generation = self.cookies.adopt_login(session.cookies)
             self.stats.inc("logins")
             if seen:  # a login because the site logged us out
                 self.stats.inc("relogins")
-            logger.info("logged in (login %d)", self._generation)
+            logger.info("logged in (login %d)", generation)
             self.on_login()

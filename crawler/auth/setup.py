@@ -17,6 +17,7 @@ from ..http.fetcher import Auth
 from ..request import DEFAULT_PORTS
 from ..spider import Spider
 from ..stats import Stats
+from ..urls import normalize_url
 from .cookies import CrawlCookieJar
 from .login import FormLogin, Login, LoginCoordinator, SpiderLogin
 from .tokens import BearerToken, TokenAuth
@@ -98,13 +99,12 @@ def build_spider_auth(
     path = None
     if login is not None:
         path = cookie_file(config, spider.name)
-        restored = jar.load(path) > 0
+        jar.load(path)
         coordinator = LoginCoordinator(
             login,
             stats,
             cookies=jar,
             new_session=lambda: new_session(CrawlCookieJar(entry.cookie_domain)),
-            restored=restored,
             on_login=lambda: jar.save(path),
         )
     tokens: list[TokenAuth] = []
@@ -112,7 +112,7 @@ def build_spider_auth(
         tokens.append(_bearer(entry, index, environ, stats, timeout))
     if (own := spider.token_auth()) is not None:
         tokens.append(own)
-    return SpiderAuth(Auth(coordinator, tuple(tokens)), jar, path)
+    return SpiderAuth(Auth(coordinator, tuple(tokens), jar), jar, path)
 
 
 def _login(
@@ -144,12 +144,14 @@ def _bearer(
 ) -> BearerToken:
     settings = entry.token
     assert settings is not None
-    parts = urlsplit(settings.url)
-    default_host = f"{parts.hostname}:{parts.port or DEFAULT_PORTS[parts.scheme]}"
+    url = normalize_url(settings.url)
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    default_scope = f"{parts.scheme}://{host}:{parts.port or DEFAULT_PORTS[parts.scheme]}"
     return BearerToken(
-        settings.url,
+        url,
         {**settings.fields, **resolve_secrets(settings.env_fields, environ, f"spiders[{index}].token")},
-        hosts=settings.hosts or [default_host],
+        hosts=settings.hosts or [default_scope],
         stats=stats,
         timeout=timeout,
         secret_sources=settings.env_fields.values(),
@@ -158,4 +160,7 @@ def _bearer(
         header=settings.header,
         scheme=settings.scheme,
         refresh_margin=settings.refresh_margin,
+        default_lifetime=settings.default_lifetime,
+        body=settings.body,
+        client_auth=settings.client_auth,
     )

@@ -7,16 +7,19 @@ asked again for every redirect hop, so a redirect to another host never carries 
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import requests
 
 from ..exceptions import LoginFailed
+from ..http.sessions import exchange, prepare
 from ..request import DEFAULT_PORTS
 from ..stats import Stats
 
@@ -30,47 +33,94 @@ class TokenAuth(Protocol):
 
 
 class HostScope:
-    """The hosts a credential belongs to: ``host`` (any port) or ``host:port`` (that port only)."""
+    """Where a credential belongs: entries ``host`` (any port), ``host:port`` (that port only),
+    or either after ``https://`` or ``http://`` (that scheme only).
 
-    def __init__(self, hosts: Iterable[str]) -> None:
-        self._entries = frozenset(host.lower() for host in hosts)
-        if not self._entries:
+    ``scheme`` is the scheme entries without one get (None: any). URLs are read in the crawl's
+    one normal form (``crawler.urls``), the form that is sent.
+    """
+
+    def __init__(self, hosts: Iterable[str], scheme: str | None = None) -> None:
+        entries = set()
+        for entry in hosts:
+            entry_scheme, separator, rest = entry.lower().rpartition("://")
+            entries.add((entry_scheme if separator else scheme, rest))
+        if not entries:
             raise ValueError("a token needs at least one host to belong to")
+        self._entries = frozenset(entries)
 
     def __contains__(self, url: object) -> bool:
         if not isinstance(url, str):
             return False
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 literal, written in brackets in the entries too
         port = parts.port or DEFAULT_PORTS.get(parts.scheme)
-        return host in self._entries or f"{host}:{port}" in self._entries
+        return any(
+            (scheme is None or scheme == parts.scheme) and entry in (host, f"{host}:{port}")
+            for scheme, entry in self._entries
+        )
 
     def __repr__(self) -> str:
-        return f"HostScope({sorted(self._entries)})"
+        shown = sorted(f"{scheme}://{entry}" if scheme else entry for scheme, entry in self._entries)
+        return f"HostScope({shown})"
+
+
+class _Computed(dict[str, str]):
+    """Headers a HeaderAuth computed, and how many rejections it had seen when it did."""
+
+    def __init__(self, headers: Mapping[str, str], rejections: int) -> None:
+        super().__init__(headers)
+        self.rejections = rejections
 
 
 class HeaderAuth:
     """Headers from ``compute(method, url)``, for requests to ``hosts`` only.
 
     For signatures over the URL and a timestamp, or keys that rotate: ``compute`` runs for every
-    request and every redirect hop, in the worker thread that sends it.
+    request and every redirect hop, in the worker thread that sends it. When a request that
+    carried them is answered 401, ``on_rejected()`` (say, fetch a new key) runs once for all
+    the requests computed before it, and the request is replayed once with headers computed anew.
     """
 
-    def __init__(self, hosts: Iterable[str], compute: Callable[[str, str], Mapping[str, str]]) -> None:
+    def __init__(
+        self,
+        hosts: Iterable[str],
+        compute: Callable[[str, str], Mapping[str, str]],
+        on_rejected: Callable[[], object] | None = None,
+    ) -> None:
         self.scope = HostScope(hosts)
         self.compute = compute
+        self.on_rejected = on_rejected
+        self._rejections = 0
+        self._lock = threading.Lock()
 
     def headers_for(self, method: str, url: str, session: requests.Session) -> Mapping[str, str]:
-        return self.compute(method, url) if url in self.scope else {}
+        if url not in self.scope:
+            return {}
+        return _Computed(self.compute(method, url), self._rejections)
 
     def reject(self, sent: Mapping[str, str]) -> bool:
-        return False  # computed fresh for every request: a replay would send the same
+        with self._lock:
+            # Single flight: only a rejection of headers computed since the last one counts.
+            if self.on_rejected is not None and getattr(sent, "rejections", None) == self._rejections:
+                self.on_rejected()
+                self._rejections += 1
+        return True
 
 
 @dataclass(frozen=True, slots=True)
 class _Token:
     value: str
-    expires_at: float  # time.monotonic()
+    refresh_at: float  # time.monotonic(): when to get the next one
+
+
+# A token is refreshed at most this far (as a fraction of its lifetime) before it expires: a
+# margin longer than the lifetime would otherwise make every request fetch a new token.
+MAX_MARGIN_FRACTION = 0.25
+# Lifetimes below this are taken as this: an endpoint announcing 0 would cost a grant a request.
+_MIN_LIFETIME = 1.0
 
 
 class BearerToken:
@@ -79,6 +129,13 @@ class BearerToken:
     Refreshing is single-flight: the first worker to find the token expired fetches a new one
     while the others wait for it, so the site sees one grant per expiry, not one per thread.
     A 401 for a request sent with the current token also makes the next request refresh it.
+
+    The grant is posted as a form (``body="form"``) or a JSON object (``"json"``); with
+    ``client_auth="basic"`` the ``client_id`` and ``client_secret`` fields go in HTTP Basic
+    (RFC 6749's ``client_secret_basic``) instead of the body. It is refreshed
+    ``refresh_margin`` seconds before the announced expiry, at most a quarter of the
+    lifetime; an endpoint that announces none gets ``default_lifetime``. A token obtained
+    over https is sent over https only, whatever ``hosts`` say.
     """
 
     def __init__(
@@ -96,10 +153,12 @@ class BearerToken:
         scheme: str = "Bearer",
         refresh_margin: float = 5.0,
         default_lifetime: float = 300.0,
+        body: str = "form",
+        client_auth: str = "body",
     ) -> None:
         self.token_url = token_url
         self.form = dict(form)
-        self.scope = HostScope(hosts)
+        self.scope = HostScope(hosts, "https" if token_url.startswith("https:") else None)
         self.stats = stats
         self.timeout = timeout
         self.secret_sources = tuple(secret_sources)
@@ -109,6 +168,8 @@ class BearerToken:
         self.scheme = scheme
         self.refresh_margin = refresh_margin
         self.default_lifetime = default_lifetime
+        self.body = body
+        self.client_auth = client_auth
         self._token: _Token | None = None
         self._lock = threading.Lock()
 
@@ -132,8 +193,9 @@ class BearerToken:
     def _formatted(self, token: str) -> str:
         return f"{self.scheme} {token}" if self.scheme else token
 
-    def _fresh(self, token: _Token | None) -> bool:
-        return token is not None and time.monotonic() < token.expires_at - self.refresh_margin
+    @staticmethod
+    def _fresh(token: _Token | None) -> bool:
+        return token is not None and time.monotonic() < token.refresh_at
 
     def _current(self, session: requests.Session) -> _Token:
         token = self._token
@@ -147,23 +209,45 @@ class BearerToken:
             assert self._token is not None
             return self._token
 
+    def _grant_request(self, session: requests.Session) -> requests.PreparedRequest:
+        fields = dict(self.form)
+        headers = {"Accept": "application/json"}
+        if self.client_auth == "basic":
+            # RFC 6749 §2.3.1: each part form-encoded, then joined as HTTP Basic credentials.
+            pair = f"{quote_plus(fields.pop('client_id'))}:{quote_plus(fields.pop('client_secret'))}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+        if self.body == "json":
+            return prepare(session, "POST", self.token_url, headers=headers, json=fields)
+        return prepare(session, "POST", self.token_url, headers=headers, body=fields)
+
     def _grant(self, session: requests.Session) -> _Token:
+        # The grant goes through the worker's connections but without the crawl's cookies: the
+        # token endpoint gets the client credentials and nothing else of the crawl's.
         sources = ", ".join(f"${name}" for name in self.secret_sources) or "the configured fields"
         try:
-            answer = session.post(self.token_url, data=self.form, timeout=self.timeout)
-            answer.raise_for_status()
-            data = answer.json()
+            answer = exchange(session, self._grant_request(session), self.timeout)
+            status = answer.status_code
+            content = answer.content
+            answer.close()
+        except requests.RequestException as error:
+            raise LoginFailed(
+                f"cannot get a token from {self.token_url}: {type(error).__name__}; "
+                f"the crawl stops until it can (credentials in {sources})"
+            ) from None
+        if status >= 400:
+            problem = "refused the credentials" if status < 500 else "failed"
+            raise LoginFailed(f"token endpoint {self.token_url} {problem} (HTTP {status}); check {sources}")
+        try:
+            data = json.loads(content)
             value = data[self.token_field]
             lifetime = float(data.get(self.expires_field, self.default_lifetime))
-        except requests.HTTPError as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise LoginFailed(
-                f"token endpoint {self.token_url} refused the credentials "
-                f"(HTTP {error.response.status_code}); check {sources}"
-            ) from None
-        except (requests.RequestException, ValueError, KeyError, TypeError) as error:
-            raise LoginFailed(
-                f"no usable token from {self.token_url}: {type(error).__name__}"
+                f"no usable token from {self.token_url}: {type(error).__name__} (credentials in {sources})"
             ) from None
         if not isinstance(value, str) or not value:
             raise LoginFailed(f"token endpoint {self.token_url} answered without a {self.token_field!r}")
-        return _Token(value, time.monotonic() + max(0.0, lifetime))
+        if not lifetime >= _MIN_LIFETIME:  # NaN included
+            lifetime = _MIN_LIFETIME
+        margin = min(self.refresh_margin, lifetime * MAX_MARGIN_FRACTION)
+        return _Token(value, time.monotonic() + lifetime - margin)

@@ -16,6 +16,7 @@ that lock, whatever a previous run left in flight is known to be abandoned and i
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -65,7 +66,7 @@ class Checkpoint:
         self.owner = owner
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(f"{path}.lock", "a+b")  # noqa: SIM115 - held for the crawl's life
+            self._lock_file = os.fdopen(_owner_only(Path(f"{path}.lock")), "a+b")
         except OSError as error:
             raise CheckpointError(f"{path}: cannot open checkpoint: {error.strerror}") from None
         try:
@@ -86,7 +87,15 @@ class Checkpoint:
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            # Queued requests are stored whole, their own headers included: readable by the
+            # owner only. SQLite gives its -wal and -shm files the database file's mode.
+            os.close(_owner_only(self.path))
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(f"{self.path}{suffix}", 0o600)
             db = sqlite3.connect(self.path, isolation_level=None)
+        except OSError as error:
+            raise CheckpointError(f"{self.path}: cannot open checkpoint: {error.strerror}") from None
         except sqlite3.Error as error:
             raise CheckpointError(f"{self.path}: cannot open checkpoint: {error}") from None
         try:
@@ -175,6 +184,14 @@ class Checkpoint:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _owner_only(path: Path) -> int:
+    """Open ``path`` for reading and appending, created if need be, readable by its owner only;
+    returns the descriptor."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file made by an earlier version may be wider
+    return descriptor
 
 
 def delete_checkpoint(path: Path) -> None:

@@ -1,9 +1,15 @@
 """Fetching one request, once, as a chain of short layers, each with one concern:
 
 ``fetch``          logs in if needed, and replays after a logout or a rejected token
-``_follow``        follows redirects one hop at a time, deciding token headers per hop
-``_send_hop``      sends one HTTP request through the thread's session
+``_follow``        follows redirects one hop at a time, deciding token headers per hop; a hop
+                   to another origin (or one ``may_follow`` refuses) ends the fetch as
+                   ``Redirected``, for the caller to queue as a request of its own
+``_send_hop``      sends one HTTP request through the thread's session, with the cookies
+                   that belong to it, and stores the cookies its answer sets
 ``_read_body``     streams the body, within the size limit and the total deadline
+
+robots.txt is fetched without credentials: no token, no cookie, and nothing its answer sets is
+stored, so a public file never carries or changes the login.
 
 A fetch is one attempt: whether and when to try again is the retry policy's call, and the wait
 happens in the frontier, not in a sleeping worker (see ``crawler.retry``).
@@ -15,17 +21,18 @@ framework's own (see ``crawler.exceptions``).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from .. import exceptions as exc
-from ..auth.cookies import CookieAudit
+from ..auth.cookies import CookieAudit, CrawlCookieJar
 from ..auth.login import LoginCoordinator
 from ..auth.tokens import TokenAuth
 from ..content import TEXT, ContentTypes
@@ -33,12 +40,15 @@ from ..request import Request
 from ..response import Response
 from ..retry import parse_retry_after
 from ..stats import Stats
-from .redirects import CREDENTIAL_HEADERS, Hop, next_hop
-from .sessions import SessionRegistry
+from ..urls import scheme_of
+from .redirects import CREDENTIAL_HEADERS, Hop, next_hop, origin
+from .sessions import SessionRegistry, exchange, prepare
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+# Names of headers that usually carry a secret (X-Api-Key, X-Auth-Token, Cookie, ...).
+_CREDENTIAL_LOOKING = re.compile(r"auth|token|key|secret|session|cookie|passw|signature")
 # Replays after a logout or a rejected token, per attempt: enough for a session revoked again
 # while the replay was in flight, too few to loop on a site that never accepts us.
 _MAX_REPLAYS = 5
@@ -61,6 +71,15 @@ class Timeouts:
     """Seconds a whole response may take, every redirect hop and body included."""
 
 
+class Redirected(Exception):
+    """A redirect the fetch did not follow itself: ``request`` is the next hop, as a request of
+    its own (its headers already reduced to those allowed to go there)."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(f"redirected to {request.url}")
+        self.request = request
+
+
 class UnwantedContent(Exception):
     """The response's content type is not one the callback accepts; its body was not read."""
 
@@ -75,6 +94,7 @@ class Auth:
 
     login: LoginCoordinator | None = None
     tokens: Sequence[TokenAuth] = ()
+    cookies: CrawlCookieJar = field(default_factory=CrawlCookieJar)
 
 
 def _root_cause(error: BaseException) -> BaseException | None:
@@ -92,7 +112,7 @@ def translate_error(error: requests.RequestException, request: Request) -> exc.F
         return exc.ReadTimeout(f"read timeout: {text}", request)
     if isinstance(error, requests.exceptions.SSLError):
         # Certificate and handshake failures do not fix themselves between retries.
-        return exc.InvalidRequest(f"TLS error: {text}", request)
+        return exc.TLSError(f"TLS error: {text}", request)
     if isinstance(
         error,
         (
@@ -137,29 +157,38 @@ class Fetcher:
         self._overrides_reported: set[str] = set()
         self._overrides_lock = threading.Lock()
 
-    def fetch(self, request: Request, accept: ContentTypes = TEXT) -> Response:
+    def fetch(
+        self, request: Request, accept: ContentTypes = TEXT, may_follow: Callable[[str], bool] = lambda url: True
+    ) -> Response:
         """Send ``request`` once (plus its redirects, and replays after a logout).
 
+        A redirect is followed here only within the request's origin, and only to URLs
+        ``may_follow`` allows (robots.txt, say); any other ends the fetch as Redirected.
+
         Raises a FetchError (``HTTPStatusError`` for the statuses the retry policy handles),
-        UnwantedContent if the final response is of a type ``accept`` does not allow, and
-        LoginFailed if the crawl cannot log in.
+        Redirected for a redirect the caller is to queue, UnwantedContent if the final response
+        is of a type ``accept`` does not allow, and LoginFailed if the crawl cannot log in.
         """
         session = self.sessions.get()
         if request.headers:
             self._report_overrides(request, session)
         login = self.auth.login
-        generation = login.ensure() if login else 0
+        if login is not None:
+            login.ensure()
+        token_replayed = False
         for replay in range(_MAX_REPLAYS + 1):
-            response, sent = self._follow(session, request, accept)
-            # A 401 to a request that carried a token is the token's problem first: refresh it.
-            if response.status == 401 and replay < _MAX_REPLAYS and self._tokens_rejected(sent):
-                pass
+            sent = self._follow(session, request, accept, may_follow)
+            response = sent.response
+            # A 401 to a request that carried a token is the token's problem first: refresh it,
+            # and replay once.
+            if response.status == 401 and not token_replayed and self._tokens_rejected(sent.tokens):
+                token_replayed = True
             elif login is not None and login.is_logged_out(response):
                 if replay == _MAX_REPLAYS:
                     raise exc.LoginFailed(
                         f"still logged out after logging in again {_MAX_REPLAYS} times ({request.url})"
                     )
-                generation = login.relogin(generation)
+                login.relogin(sent.generation)
             else:
                 break
             # A replay is not a retry: it does not spend the request's attempts.
@@ -169,81 +198,123 @@ class Fetcher:
             raise exc.HTTPStatusError(request, response.status, retry_after)
         return response
 
-    def _tokens_rejected(self, sent: Mapping[str, str]) -> bool:
-        # Every source hears of the rejection (a list, not a generator that any() cuts short).
-        return bool(sent) and any([auth.reject(sent) for auth in self.auth.tokens])
+    def _tokens_rejected(self, sent: Sequence[tuple[TokenAuth, Mapping[str, str]]]) -> bool:
+        # Every source that sent headers hears of the rejection (a list, not a generator that
+        # any() cuts short).
+        return any([auth.reject(headers) for auth, headers in sent])
 
     def fetch_robots(self, url: str) -> tuple[int, bytes]:
-        """A robots.txt: its final status and at most ROBOTS_MAX_SIZE bytes of its body."""
+        """A robots.txt: its final status and at most ROBOTS_MAX_SIZE bytes of its body.
+
+        It is public: sent without tokens or cookies, its redirects followed anywhere (RFC 9309)."""
         session = self.sessions.get()
-        response, _ = self._follow(session, Request(url), None, body_limit=ROBOTS_MAX_SIZE)
-        return response.status, response.body
+        sent = self._follow(session, Request(url), None, None, body_limit=ROBOTS_MAX_SIZE)
+        return sent.response.status, sent.response.body
 
     def _follow(
         self,
         session: requests.Session,
         request: Request,
         accept: ContentTypes | None,
+        may_follow: Callable[[str], bool] | None,
         *,
         body_limit: int | None = None,
-    ) -> tuple[Response, Mapping[str, str]]:
-        """The final response, and the token headers sent with the hop that produced it.
+    ) -> _Sent:
+        """The final response, with what was sent with the hop that produced it.
 
         With ``body_limit`` a longer body is cut to that size instead of failing the request.
+        With ``may_follow`` (a request of the crawl) tokens and cookies go with each hop they
+        belong to, and redirects are followed within the request's origin to what it allows;
+        without it (robots.txt) nothing secret is sent and every redirect is followed.
         """
+        credentials = may_follow is not None
         deadline = time.monotonic() + self.timeouts.total
         hop = Hop.first(request)
-        for _ in range(self.max_redirects + 1):
-            tokens: dict[str, str] = {}
-            for auth in self.auth.tokens:
-                tokens.update(auth.headers_for(hop.method, hop.url, session))
-            # The spider's own headers win over computed ones; _report_overrides said so once.
-            headers = {**tokens, **hop.headers} if tokens or hop.headers else None
-            raw = self._send_hop(session, hop, headers, request, deadline)
+        # Redirected here from https: nothing secret goes on over http. (Hops followed inline
+        # stay within the origin, so its scheme, and this answer, hold for all of them.)
+        downgraded = scheme_of(request.url) == "http" and scheme_of(request.redirected_from or "") == "https"
+        with_tokens = credentials and not downgraded
+        # The login generation of the chain is that of its first hop: a logged-out session is
+        # redirected to the login page, which is then fetched, maybe after another worker's
+        # re-login, with newer cookies that are not the ones that were turned away.
+        first_generation: int | None = None
+        for followed in range(max(self.max_redirects - request.redirects, 0) + 1):
+            tokens = self._token_headers(hop, session) if with_tokens else []
+            headers: dict[str, str] = {}
+            for _, computed in tokens:
+                headers.update(computed)
+            # The request's own headers win over computed ones; _report_overrides said so once.
+            headers.update(hop.headers)
+            raw, generation = self._send_hop(session, hop, headers, request, deadline, credentials)
+            if first_generation is None:
+                first_generation = generation
             try:
                 if not raw.is_redirect:
                     if accept is not None and not accept.allows(content_type := raw.headers.get("Content-Type")):
                         self._discard(raw, request, deadline)
                         raise UnwantedContent(content_type or "")
                     body = self._read_body(raw, request, deadline, body_limit)
-                    return Response(raw.url, raw.status_code, raw.headers, body, request), tokens
+                    response = Response(raw.url, raw.status_code, raw.headers, body, request)
+                    return _Sent(response, tokens, first_generation)
                 self._read_body(raw, request, deadline)  # drain it, so the connection can be reused
-                hop = next_hop(hop, raw, session, request)
+                previous, hop = hop, next_hop(hop, raw, session, request)
             except requests.RequestException as error:
                 raise translate_error(error, request) from error
             finally:
                 raw.close()
+            if may_follow is not None and (origin(hop.url) != origin(previous.url) or not may_follow(hop.url)):
+                raise Redirected(
+                    request.replace(
+                        url=hop.url,
+                        method=hop.method,
+                        body=hop.body,
+                        headers=hop.headers or None,
+                        redirects=request.redirects + followed + 1,
+                        redirected_from=previous.url,
+                    )
+                )
         raise exc.TooManyRedirects(f"too many redirects: more than {self.max_redirects}", request)
+
+    def _token_headers(self, hop: Hop, session: requests.Session) -> list[tuple[TokenAuth, Mapping[str, str]]]:
+        sent = []
+        for auth in self.auth.tokens:
+            if computed := auth.headers_for(hop.method, hop.url, session):
+                sent.append((auth, computed))
+        return sent
 
     def _send_hop(
         self,
         session: requests.Session,
         hop: Hop,
-        headers: Mapping[str, str] | None,
+        headers: Mapping[str, str],
         request: Request,
         deadline: float,
-    ) -> requests.Response:
+        credentials: bool,
+    ) -> tuple[requests.Response, int]:
+        """Send one hop; its answer (body not read yet), and the login generation of the
+        cookies that went with it."""
         self.stats.inc("http_requests")
         read_timeout = min(self.timeouts.read, deadline - time.monotonic())
         if read_timeout <= 0:
             raise exc.ReadTimeout(f"read timeout: no response within {self.timeouts.total:g}s in all", request)
+        jar = self.auth.cookies
+        generation = jar.generation
         try:
-            # headers=None, not {}: requests then skips merging them into the session's defaults.
-            raw = session.request(
-                hop.method,
-                hop.url,
-                headers=headers,
-                data=hop.body,
-                timeout=(self.timeouts.connect, read_timeout),
-                allow_redirects=False,
-                stream=True,
-            )
+            prepared = prepare(session, hop.method, hop.url, headers=headers, body=hop.body)
+            if credentials and "Cookie" not in prepared.headers:
+                cookie, generation = jar.header_for(prepared)
+                if cookie:
+                    prepared.headers["Cookie"] = cookie
+            raw = exchange(session, prepared, (self.timeouts.connect, read_timeout))
         except requests.RequestException as error:
             raise translate_error(error, request) from error
         set_cookies = raw.raw.headers.getlist("Set-Cookie") if raw.raw is not None else []
         if set_cookies:
             self.cookie_audit.inspect(_host(raw.url), set_cookies)
-        return raw
+            if credentials and (ignored := jar.extract_from(raw, prepared, generation)):
+                # An answer to a request sent before the latest login, which would have undone it.
+                self.stats.inc("stale_cookies_ignored", ignored)
+        return raw, generation
 
     def _read_body(
         self, raw: requests.Response, request: Request, deadline: float, cut_at: int | None = None
@@ -279,29 +350,52 @@ class Fetcher:
             self._read_body(raw, request, deadline)
 
     def _report_overrides(self, request: Request, session: requests.Session) -> None:
-        """Warn once per header that a request's own header replaces a session default.
+        """Warn once per header name about a request's own headers that deserve it.
 
-        It applies to that request only (session.headers is never changed), but a spider's own
-        ``Cookie`` silently drops the login's cookies from it, which deserves saying out loud.
+        One that replaces a session default applies to that request only (session.headers is
+        never changed), but a spider's own ``Cookie`` silently drops the login's cookies from it.
+        One that looks like a credential is stored with the request in the checkpoint while it
+        waits, and is the same for every request however long the crawl runs.
         """
         defaults = {name.lower() for name in session.headers} | CREDENTIAL_HEADERS
         for name in request.headers or {}:
             key = name.lower()
-            if key not in defaults:
+            overrides, secret = key in defaults, _CREDENTIAL_LOOKING.search(key) is not None
+            if not (overrides or secret):
                 continue
             with self._overrides_lock:
                 if key in self._overrides_reported:
                     continue
                 self._overrides_reported.add(key)
-            self.stats.inc("header_overrides")
-            logger.warning(
-                "a request sets its own %r header: it replaces the session's %s for that request only "
-                "(first seen on %s)",
-                name,
-                "cookies, so the login's cookies are not sent with it" if key == "cookie"
-                else "credentials" if key in CREDENTIAL_HEADERS else "default",
-                request.url,
-            )
+            if secret:
+                self.stats.inc("credential_headers")
+                logger.warning(
+                    "a request sets its own %r header, which looks like a credential: it is stored with "
+                    "the request in the checkpoint until it is sent. Compute it as each request is sent "
+                    "instead, with a HeaderAuth from the spider's token_auth() (first seen on %s)",
+                    name,
+                    request.url,
+                )
+            if overrides:
+                self.stats.inc("header_overrides")
+                logger.warning(
+                    "a request sets its own %r header: it replaces the session's %s for that request only "
+                    "(first seen on %s)",
+                    name,
+                    "cookies, so the login's cookies are not sent with it" if key == "cookie"
+                    else "credentials" if key in CREDENTIAL_HEADERS else "default",
+                    request.url,
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """The final response of a fetch, the token headers its hop carried (by source), and the
+    login generation of the cookies the chain's first hop carried."""
+
+    response: Response
+    tokens: Sequence[tuple[TokenAuth, Mapping[str, str]]]
+    generation: int
 
 
 def _stream(raw: requests.Response, request: Request) -> Iterator[bytes]:

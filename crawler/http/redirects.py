@@ -2,23 +2,41 @@
 
 requests' own redirect handling strips only ``Authorization`` when the host changes and forwards
 every other header (``X-Api-Token``, say) to the new host. Here the caller recomputes token
-headers for each hop's URL, and credentials the spider put on the request itself stay with the
-host they were sent to.
+headers for each hop's URL, and the request's own headers go to another origin only if they are
+harmless (``HARMLESS_HEADERS``) or the request opted in with ``forward_headers``; never, even
+then, from https down to http.
+
+Every Location is put in the crawl's one URL form (``crawler.urls``) before anything is decided
+on it, so the host checked is the host connected to.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Mapping
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
-from ..exceptions import InvalidRequest
+from ..exceptions import InvalidRequest, MalformedURL
 from ..request import Request
+from ..urls import WEB_SCHEMES, normalize_url, scheme_of
 
-# Headers that carry credentials: never carried to another host, whoever set them.
+# Headers that carry credentials; a request that sets its own is warned about.
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Headers that only shape the answer and carry nothing secret: they follow a redirect anywhere.
+HARMLESS_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "dnt",
+        "pragma",
+        "upgrade-insecure-requests",
+        "user-agent",
+    }
+)
 _BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding"})
 
 
@@ -29,14 +47,16 @@ class Hop:
     method: str
     url: str
     body: bytes | None
-    headers: Mapping[str, str]  # the spider's own headers, as they apply to this hop
+    headers: Mapping[str, str]  # the request's own headers, as they apply to this hop
+    forward_headers: bool = False
 
     @classmethod
     def first(cls, request: Request) -> Hop:
-        return cls(request.method, request.url, request.body, dict(request.headers or {}))
+        return cls(request.method, request.url, request.body, dict(request.headers or {}), request.forward_headers)
 
 
-def _origin(url: str) -> tuple[str, str | None, int | None]:
+def origin(url: str) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port of a URL in normal form (whose default port is already left out)."""
     parts = urlsplit(url)
     return parts.scheme, parts.hostname, parts.port
 
@@ -46,8 +66,11 @@ def next_hop(hop: Hop, response: requests.Response, session: requests.Session, r
     location = session.get_redirect_target(response)
     if not location:
         raise InvalidRequest(f"redirect without a Location from {hop.url}", request)
-    url = urljoin(hop.url, location)
-    if urlsplit(url).scheme not in ("http", "https"):
+    try:
+        url = normalize_url(location, hop.url)
+    except MalformedURL as error:
+        raise InvalidRequest(f"redirect from {hop.url} to a malformed URL: {error}", request) from None
+    if scheme_of(url) not in WEB_SCHEMES:
         raise InvalidRequest(f"redirect to a non-HTTP URL: {url[:200]}", request)
     method, body, headers = hop.method, hop.body, dict(hop.headers)
     # What browsers do, and RFC 9110 allows: 303 always, and 301/302 after a POST, become GET.
@@ -56,6 +79,12 @@ def next_hop(hop: Hop, response: requests.Response, session: requests.Session, r
     ):
         method, body = "GET", None
         headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
-    if _origin(url) != _origin(hop.url):
-        headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+    if origin(url) != origin(hop.url):
+        downgrade = scheme_of(hop.url) == "https" and scheme_of(url) == "http"
+        if downgrade or not hop.forward_headers:
+            headers = {
+                k: v
+                for k, v in headers.items()
+                if k.lower() in HARMLESS_HEADERS or (k.lower() == "content-type" and body is not None)
+            }
     return replace(hop, method=method, url=url, body=body, headers=headers)

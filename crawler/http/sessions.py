@@ -11,13 +11,15 @@ silent costs that otherwise only show up as a debug log line.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar
+from requests.sessions import merge_setting
+from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
@@ -121,6 +123,40 @@ def make_session_factory(
         return session
 
     return build
+
+
+def prepare(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | Mapping[str, str] | None = None,
+    json: Any = None,
+) -> requests.PreparedRequest:
+    """A request with the session's default headers and ``headers`` over them, and no cookies:
+    the caller adds those that belong to it (see ``CrawlCookieJar.header_for``)."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare(
+        method=method,
+        url=url,
+        headers=merge_setting(headers, session.headers, dict_class=CaseInsensitiveDict),
+        data=body,
+        json=json,
+    )
+    return prepared
+
+
+def exchange(session: requests.Session, prepared: requests.PreparedRequest, timeout: tuple[float, float]) -> requests.Response:
+    """Send ``prepared`` once through the session's connection pools, and return as soon as the
+    headers are in (the body is streamed by the caller).
+
+    Below ``Session.send`` on purpose: no redirects followed, no proxies or CA bundles from the
+    environment, and no cookies stored, so the caller decides which cookies an answer may set.
+    """
+    return session.get_adapter(prepared.url).send(
+        prepared, stream=True, timeout=timeout, verify=session.verify, cert=session.cert, proxies=session.proxies
+    )
 
 
 class SessionRegistry:

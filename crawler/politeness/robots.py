@@ -15,9 +15,10 @@ robots.txt fetch                       verdict for the origin's URLs            
 3xx after the fetcher's redirects,     ALLOW: as if the site had no robots.txt      for the crawl
 4xx but 429 (401 and 403 included)
 429, 5xx, TransportError               UNAVAILABLE: crawl nothing there for now     ``recheck_unavailable``
-(unreachable, timeout, dropped)                                                     seconds
+(unreachable, timeout, dropped),                                                    seconds
+TLSError (handshake failed)
 InvalidRequest (too many redirects,    ALLOW, with a warning                        for the crawl
-TLS refused, body over the limit)
+body over the limit)
 =====================================  ==========================================  ==============
 
 429 counts as unavailable, not as 4xx: it is the server asking us to slow down (Google does the
@@ -55,7 +56,7 @@ from urllib.parse import urlsplit
 
 from protego import Protego
 
-from ..exceptions import InvalidRequest, TransportError
+from ..exceptions import InvalidRequest, TLSError, TransportError
 from ..request import DEFAULT_PORTS
 from ..stats import Stats
 
@@ -203,7 +204,8 @@ class RobotsCache:
         self._stats.inc("robots:fetched")
         try:
             status, body = self._fetch_robots(robots_url)
-        except TransportError as error:
+        except (TransportError, TLSError) as error:
+            # A failed TLS handshake is a server we cannot reach, not a missing file.
             return self._unavailable(robots_url, entry, str(error))
         except InvalidRequest as error:
             self._warn(entry, "cannot use %s (%s); allowing everything there", robots_url, error)

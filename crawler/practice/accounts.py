@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,19 +27,53 @@ def same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """What one ``POST /api/token`` looked like from the server's side (never a secret).
+
+    ``credentials``: where the client credentials came: ``"basic"`` (an ``Authorization:
+    Basic`` header), ``"body"`` (``client_id``/``client_secret`` fields), ``"both"`` (refused
+    with a 400: RFC 6749 §2.3 allows one method per request) or ``"none"``.
+    ``content_type``: the request's media type, lowercased, without parameters (``""`` if none).
+    ``fields``: the names of the body's fields, sorted (``client_id`` included, if it was sent).
+    ``basic_encoding``: for Basic credentials that were accepted, ``"form-urlencoded"`` if they
+    matched only once each part was form-urlencoding-decoded (RFC 6749 §2.3.1),
+    ``"plain"`` if they matched only as sent, ``""`` if that cannot be told (decoding
+    changes nothing) or they were not accepted.
+    ``status``: the HTTP status answered (200 for a grant).
+    """
+
+    credentials: str
+    content_type: str
+    fields: tuple[str, ...]
+    basic_encoding: str
+    status: int
+
+
+def check_token_error(status: int | None) -> None:
+    """Refuse a ``token_error`` that is not None or an error status (400-599)."""
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)
+                               or not 400 <= status <= 599):
+        raise ValueError("token_error must be an HTTP error status (400-599) or None")
+
+
 class Accounts:
     """The thread-safe login and token state of one practice site.
 
     The members area has ``members`` pages and the token API ``api_items``
     items. ``revoke_after=N`` revokes every session after each N-th member page
     served (counted across all sessions, never reset); ``token_ttl`` is a bearer
-    token's lifetime in seconds. Revocations are counted on ``counters``.
+    token's lifetime in seconds, announced as ``expires_in`` unless ``send_expires_in`` is
+    false; ``token_error=S`` makes ``POST /api/token`` answer status ``S`` (400-599) instead
+    of granting. Both may be changed while the site runs. Revocations are counted on
+    ``counters``.
     """
 
     def __init__(self, counters: SiteCounters, *, members: int = 200, api_items: int = 200,
                  revoke_after: int | None = None, token_ttl: float = 60.0,
                  username: str = "demo", password: str = "demo-password",
-                 client_id: str = "demo-client", client_secret: str = "demo-secret") -> None:
+                 client_id: str = "demo-client", client_secret: str = "demo-secret",
+                 send_expires_in: bool = True, token_error: int | None = None) -> None:
         if members < 0:
             raise ValueError("members must be >= 0")
         if api_items < 0:
@@ -49,10 +84,13 @@ class Accounts:
             raise ValueError("token_ttl must be a finite number of seconds >= 0")
         if not (username and password and client_id and client_secret):
             raise ValueError("the demo credentials must not be empty")
+        check_token_error(token_error)
         self.members = members
         self.api_items = api_items
         self.revoke_after = revoke_after
         self.token_ttl = float(token_ttl)
+        self.send_expires_in = bool(send_expires_in)
+        self.token_error = token_error
         self.credentials = {"username": username, "password": password,
                             "client_id": client_id, "client_secret": client_secret}
         self._counters = counters

@@ -24,12 +24,22 @@ credentials are the site's ``demo_credentials``; state lives in
     ``revoke_after=N`` revokes all sessions after every N-th page served.
 ``/members/``
     302 to ``/members/page/1`` (same login rule as a member page).
-``POST /api/token`` (form ``client_id`` + ``client_secret``, or HTTP Basic)
-    200 ``{"access_token", "token_type": "Bearer", "expires_in"}``; wrong client 401
-    ``{"error": "invalid_client"}``.
+``POST /api/token``
+    The fields come as a form (``application/x-www-form-urlencoded``, or no body) or as a JSON
+    object of strings (``application/json``), chosen by ``Content-Type``; any other type, or
+    a body that does not parse, is a 400 ``{"error": "invalid_request"}``. The client
+    authenticates with ``client_id`` + ``client_secret`` fields or with HTTP Basic
+    (RFC 6749 §2.3.1: each part form-urlencoded, then ``id:secret`` base64-encoded; parts
+    sent without that encoding are accepted too), not both (a 400 ``invalid_request``).
+    200 ``{"access_token", "token_type": "Bearer", "expires_in"}`` (no ``expires_in`` when
+    the site's ``send_expires_in`` is false); wrong client 401 ``{"error": "invalid_client"}``;
+    with ``token_error=S`` set, status ``S`` and ``{"error": "server_error"}`` (5xx) or
+    ``{"error": "invalid_request"}`` (4xx) whatever was sent. Each request is recorded in
+    ``counters.token_requests`` (see :class:`crawler.practice.accounts.TokenRequest`).
 ``/api/items/<n>`` (``1..api_items``)
     Needs ``Authorization: Bearer <token>`` with a live token, else 401
     ``{"error": "invalid_token"}``; 200 ``{"id", "name", "next"}`` (see :func:`api_item`).
+    Slowed by ``api_latency`` (before the token is checked).
 ``/api/redirect?to=<url>``
     Needs a live bearer token like an item; 302 to ``to`` verbatim.
 ``/set-cookie?name=N&value=V[&domain=D][&path=P]``
@@ -48,7 +58,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote_plus
 
-from crawler.practice.accounts import same_secret
+from crawler.practice.accounts import TokenRequest, same_secret
 from crawler.practice.catalogue import layout, product
 
 if TYPE_CHECKING:
@@ -239,7 +249,7 @@ def _members_page(handler: Handler, path: str, page: int) -> None:
 
 
 def _basic_credentials(handler: Handler) -> tuple[str, str] | None:
-    """``(client_id, client_secret)`` from an ``Authorization: Basic`` header, if any."""
+    """``(client_id, client_secret)`` from an ``Authorization: Basic`` header, as sent, if any."""
     scheme, _, encoded = handler.headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -251,30 +261,79 @@ def _basic_credentials(handler: Handler) -> tuple[str, str] | None:
     return client_id, client_secret
 
 
+def _media_type(handler: Handler) -> str:
+    return handler.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+
+
+def _token_fields(media_type: str, body: bytes) -> dict[str, Any] | None:
+    """The token request's fields, from a form or a JSON object; None if they do not parse."""
+    if media_type in ("", "application/x-www-form-urlencoded"):
+        form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        return {name: values[-1] for name, values in form.items()}
+    if media_type == "application/json" or (media_type.startswith("application/")
+                                             and media_type.endswith("+json")):
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def _check_basic(handler: Handler, basic: tuple[str, str]) -> tuple[bool, str]:
+    """Whether Basic credentials are right, and how they were encoded (see TokenRequest)."""
+    accounts = handler.server.accounts
+    decoded = (unquote_plus(basic[0]), unquote_plus(basic[1]))
+    as_sent = accounts.check_client(*basic)
+    as_decoded = accounts.check_client(*decoded)
+    if decoded == basic or not (as_sent or as_decoded):
+        return as_sent, ""
+    return True, "form-urlencoded" if as_decoded else "plain"
+
+
 def _grant_token(handler: Handler, body: bytes) -> None:
     if handler.command != "POST":
         _not_allowed(handler, "POST")
         return
-    accounts = handler.server.accounts
+    server = handler.server
+    accounts = server.accounts
+    media_type = _media_type(handler)
+    fields = _token_fields(media_type, body)
     basic = _basic_credentials(handler)
+    in_body = fields is not None and ("client_id" in fields or "client_secret" in fields)
+    credentials = {(True, True): "both", (True, False): "basic",
+                   (False, True): "body", (False, False): "none"}[basic is not None, in_body]
+    encoding = ""
+
+    def answer(status: int, payload: dict[str, Any], *headers: tuple[str, str]) -> None:
+        server.counters.record_token_request(TokenRequest(
+            credentials, media_type, tuple(sorted(fields or ())), encoding, status))
+        _json(handler, status, payload, _NO_STORE, *headers)
+
+    failure = accounts.token_error
+    if failure is not None:
+        answer(failure, {"error": "server_error" if failure >= 500 else "invalid_request"})
+        return
+    if (fields is None or credentials == "both"
+            or not all(isinstance(value, str) for value in fields.values())):
+        answer(400, {"error": "invalid_request"})
+        return
     if basic is None:
-        form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-        client = (form.get("client_id", [""])[-1], form.get("client_secret", [""])[-1])
-        granted = accounts.check_client(*client)
+        granted = accounts.check_client(str(fields.get("client_id", "")),
+                                        str(fields.get("client_secret", "")))
     else:
-        # RFC 6749 form-encodes both parts before Basic; most clients do not. Accept either.
-        granted = (accounts.check_client(*basic)
-                   or accounts.check_client(unquote_plus(basic[0]), unquote_plus(basic[1])))
+        granted, encoding = _check_basic(handler, basic)
     if not granted:
         challenge = (("WWW-Authenticate", 'Basic realm="practice-site"'),) if basic else ()
-        _json(handler, 401, {"error": "invalid_client"}, _NO_STORE, *challenge)
+        answer(401, {"error": "invalid_client"}, *challenge)
         return
     token = accounts.grant_token()
-    handler.server.counters.record("token_grants")
-    ttl = accounts.token_ttl
-    payload = {"access_token": token, "token_type": "Bearer",
-               "expires_in": int(ttl) if ttl.is_integer() else ttl}
-    _json(handler, 200, payload, _NO_STORE, ("Pragma", "no-cache"))
+    server.counters.record("token_grants")
+    payload: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
+    if accounts.send_expires_in:
+        ttl = accounts.token_ttl
+        payload["expires_in"] = int(ttl) if ttl.is_integer() else ttl
+    answer(200, payload, ("Pragma", "no-cache"))
 
 
 def _bearer_ok(handler: Handler) -> bool:
@@ -287,7 +346,10 @@ def _api_item(handler: Handler, item: int) -> None:
     items = handler.server.accounts.api_items
     if not 1 <= item <= items:
         _json(handler, 404, {"error": "not_found"})
-    elif not _bearer_ok(handler):
+        return
+    if handler.server.api_latency:
+        handler.server.stopping.wait(handler.server.api_latency)
+    if not _bearer_ok(handler):
         _json(handler, 401, {"error": "invalid_token"}, _BAD_TOKEN)
     else:
         handler.server.counters.record("api_requests")

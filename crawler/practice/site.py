@@ -11,6 +11,7 @@ its connection threads.
 from __future__ import annotations
 
 import functools
+import math
 import socket
 import socketserver
 import sys
@@ -20,7 +21,7 @@ from collections import deque
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from crawler.practice.accounts import Accounts
+from crawler.practice.accounts import Accounts, TokenRequest, check_token_error
 from crawler.practice.catalogue import Catalogue
 from crawler.practice.endpoints import Handler
 from crawler.practice.robots import RobotsFile
@@ -44,6 +45,7 @@ class SiteCounters:
         self._active = 0
         self._max_active = 0
         self._events = dict.fromkeys(_EVENTS, 0)
+        self._token_requests: list[TokenRequest] = []
 
     @property
     def connections(self) -> int:
@@ -108,6 +110,16 @@ class SiteCounters:
         """API requests answered with a valid bearer token (items and redirects)."""
         return self._event("api_requests")
 
+    @property
+    def token_requests(self) -> list[TokenRequest]:
+        """Every ``POST /api/token`` received (granted or not), oldest first: a copy."""
+        with self._lock:
+            return list(self._token_requests)
+
+    def record_token_request(self, request: TokenRequest) -> None:
+        with self._lock:
+            self._token_requests.append(request)
+
     def _event(self, name: str) -> int:
         with self._lock:
             return self._events[name]
@@ -134,6 +146,7 @@ class SiteCounters:
             self._arrivals.clear()
             self._max_active = self._active
             self._events = dict.fromkeys(_EVENTS, 0)
+            self._token_requests.clear()
 
     def record_connection(self) -> None:
         with self._lock:
@@ -165,11 +178,13 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], catalogue: Catalogue, accounts: Accounts,
-                 counters: SiteCounters, latency: float, robots: RobotsFile) -> None:
+                 counters: SiteCounters, latency: float, robots: RobotsFile,
+                 api_latency: float = 0.0) -> None:
         self.catalogue = catalogue
         self.accounts = accounts
         self.counters = counters
         self.latency = latency
+        self.api_latency = api_latency
         self.robots = robots
         # Set by stop(); sleeping handlers wait on it so shutdown is immediate.
         self.stopping = threading.Event()
@@ -256,9 +271,12 @@ class PracticeSite:
 
     ``port=0`` picks a free port; ``port`` and ``url`` hold the real values once
     started (any 127.x.y.z ``host`` works on Linux: 127.0.0.2 is "another host").
-    ``latency`` seconds are added to every catalogue and member page. The login
-    options are those of :class:`crawler.practice.accounts.Accounts`. ``robots`` is what
-    ``/robots.txt`` answers (none until a test sets it).
+    ``latency`` seconds are added to every catalogue and member page, ``api_latency`` seconds
+    to every ``/api/items/<n>`` request. The login and token options (``token_ttl``,
+    ``send_expires_in``, ``token_error``, the credentials) are those of
+    :class:`crawler.practice.accounts.Accounts`; ``token_error`` and ``send_expires_in`` can
+    also be set on the running site. ``robots`` is what ``/robots.txt`` answers (none until a
+    test sets it).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, products: int = 1000,
@@ -266,18 +284,22 @@ class PracticeSite:
                  api_items: int = 200, revoke_after: int | None = None,
                  token_ttl: float = 60.0, username: str = "demo",
                  password: str = "demo-password", client_id: str = "demo-client",
-                 client_secret: str = "demo-secret") -> None:
+                 client_secret: str = "demo-secret", api_latency: float = 0.0,
+                 send_expires_in: bool = True, token_error: int | None = None) -> None:
         if latency < 0:
             raise ValueError("latency must be >= 0")
+        if not (math.isfinite(api_latency) and api_latency >= 0):
+            raise ValueError("api_latency must be a finite number of seconds >= 0")
         self.host = host
         self.port = port
         self.latency = latency
+        self.api_latency = api_latency
         self.catalogue = Catalogue(products, per_page)  # validates the sizes
         self.counters = SiteCounters()
         self.accounts = Accounts(  # validates the login options
             self.counters, members=members, api_items=api_items, revoke_after=revoke_after,
             token_ttl=token_ttl, username=username, password=password, client_id=client_id,
-            client_secret=client_secret)
+            client_secret=client_secret, send_expires_in=send_expires_in, token_error=token_error)
         self._robots = RobotsFile()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -309,6 +331,25 @@ class PracticeSite:
         return self.accounts.expire_tokens()
 
     @property
+    def token_error(self) -> int | None:
+        """The status ``POST /api/token`` answers instead of granting (None: it grants)."""
+        return self.accounts.token_error
+
+    @token_error.setter
+    def token_error(self, status: int | None) -> None:
+        check_token_error(status)
+        self.accounts.token_error = status
+
+    @property
+    def send_expires_in(self) -> bool:
+        """Whether a granted token's answer announces its ``expires_in``."""
+        return self.accounts.send_expires_in
+
+    @send_expires_in.setter
+    def send_expires_in(self, send: bool) -> None:
+        self.accounts.send_expires_in = bool(send)
+
+    @property
     def open_connections(self) -> int:
         """Client connections currently open (0 once stopped)."""
         return 0 if self._server is None else self._server.open_clients
@@ -317,7 +358,7 @@ class PracticeSite:
         if self._thread is not None:
             raise RuntimeError("the practice site is already running")
         server = _Server((self.host, self.port), self.catalogue, self.accounts, self.counters,
-                         self.latency, self._robots)
+                         self.latency, self._robots, self.api_latency)
         self.port = server.server_address[1]
         # A short poll interval keeps stop() (which waits for the loop) quick.
         self._thread = threading.Thread(
