@@ -1,0 +1,166 @@
+"""Every redirect hop is checked like a request: robots.txt of its own origin, allowed_domains,
+dedupe, a row in the per-host table. Measured from what the servers received.
+
+A redirect to another origin is not followed inside the fetch but put back through the frontier
+(``redirects:requeued``); a same-origin one is followed inline only if robots.txt allows it.
+And a robots.txt that cannot be fetched because its TLS handshake fails disallows the host for
+now (RFC 9309: unreachable), instead of allowing everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from crawler.runner import RunReport, run_crawl
+from recorder import Recorder, loopback_only_lookups, recorders, toml_tables
+
+CRAWL_DEADLINE = 20.0  # seconds; every crawl here takes well under one
+
+
+@dataclass
+class Crawled:
+    report: RunReport
+    items: list[dict[str, object]]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.report.stats
+
+    def urls(self) -> set[object]:
+        return {item["url"] for item in self.items}
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """A crawl still running after ``seconds`` gets a real Ctrl-C (and the test fails on it)."""
+    finished = threading.Event()
+
+    def watch() -> None:
+        if not finished.wait(seconds):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    watchdog = threading.Thread(target=watch, daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watchdog.join()
+
+
+@pytest.fixture(autouse=True)
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return loopback_only_lookups(monkeypatch)
+
+
+@pytest.fixture
+def crawl(probe_config) -> Callable[..., Crawled]:
+    """Crawl ``urls`` with the probe spider (an item ``{url, status}`` per page), robots.txt
+    obeyed; ``extra`` TOML tables go after the defaults, ``entry`` into ``[[spiders]]``."""
+
+    def crawl_urls(urls: list[str], *, extra: dict[str, dict[str, object]] | None = None, entry: str = "") -> Crawled:
+        tables: dict[str, dict[str, object]] = {
+            "crawl": {"workers": 4, "shutdown_grace": 1},
+            "retry": {"attempts": 1},
+            "http.timeout": {"connect": 2, "read": 5, "total": 10},
+        }
+        for name, table in (extra or {}).items():
+            tables.setdefault(name, {}).update(table)
+        config = probe_config(urls, toml_tables(tables), entry=entry)
+        with deadline(CRAWL_DEADLINE):
+            report = run_crawl(config)
+        assert not report.interrupted, f"the crawl was still running after {CRAWL_DEADLINE:g}s"
+        assert report.results[0].finished
+        path = config.output_path("probe")
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        return Crawled(report, [json.loads(line) for line in lines])
+
+    return crawl_urls
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[Recorder, Recorder]]:
+    with recorders("127.0.0.2", "127.0.0.3") as pair:
+        yield pair  # type: ignore[misc]
+
+
+def test_a_same_origin_redirect_into_a_disallowed_path_is_refused(crawl) -> None:
+    with Recorder("127.0.0.2", robots="User-agent: *\nDisallow: /private\n") as site:
+        site.redirect("/start", "/private/page")
+        site.redirect("/elsewhere", "/public/page")  # allowed: followed inline, not re-queued
+        crawled = crawl([site.url_for("/start"), site.url_for("/elsewhere")])
+    assert site.count("/private/page") == 0
+    assert site.count("/public/page") == 1
+    assert site.count("/robots.txt") == 1
+    assert crawled.stats.get("refused:robots") == 1
+    assert crawled.stats.get("redirects:requeued") == 1
+    assert crawled.urls() == {site.url_for("/public/page")}  # no item for the refused page
+
+
+def test_a_redirect_to_another_host_obeys_that_hosts_robots_txt(crawl, two_hosts) -> None:
+    first, second = two_hosts
+    second.robots = "User-agent: *\nDisallow: /blocked\n"
+    first.redirect("/to-allowed", second.url_for("/allowed"))
+    first.redirect("/to-blocked", second.url_for("/blocked"))
+    crawled = crawl([first.url_for("/to-allowed"), first.url_for("/to-blocked")])
+    assert second.count("/robots.txt") == 1
+    assert second.count("/allowed") == 1
+    assert second.count("/blocked") == 0
+    assert crawled.stats.get("refused:robots") == 1
+    assert crawled.stats.get("redirects:requeued") == 2
+    assert crawled.urls() == {second.url_for("/allowed")}
+    assert second.netloc in crawled.report.hosts
+    assert crawled.report.hosts[second.netloc]["requests"] >= 1
+
+
+def test_a_redirect_to_a_host_outside_allowed_domains_sends_nothing_there(crawl, two_hosts) -> None:
+    first, second = two_hosts
+    first.redirect("/out", second.url_for("/offsite"))
+    crawled = crawl([first.url_for("/out"), first.url_for("/home")], entry='allowed_domains = ["127.0.0.2"]')
+    assert second.requests == []  # not the page, not its robots.txt
+    assert crawled.stats.get("filtered:offsite") == 1
+    assert crawled.urls() == {first.url_for("/home")}
+    assert second.netloc not in crawled.report.hosts
+
+
+def test_a_cross_origin_redirect_loop_ends_by_dedupe(crawl, two_hosts) -> None:
+    first, second = two_hosts
+    first.redirect("/loop", second.url_for("/loop"))
+    second.redirect("/loop", first.url_for("/loop"))
+    crawled = crawl([first.url_for("/loop")], extra={"http": {"max_redirects": 5}})
+    assert first.count("/loop") == 1
+    assert second.count("/loop") == 1
+    assert crawled.stats.get("redirects:requeued", 0) >= 1
+    assert crawled.stats.get("failed:TooManyRedirects", 0) == 0
+    assert crawled.items == []
+
+
+def test_a_robots_txt_behind_an_untrusted_certificate_disallows_the_host(crawl) -> None:
+    # No ca_bundle: the crawl does not trust the recorder's CA.
+    with Recorder("127.0.0.2", tls=True, robots="User-agent: *\nAllow: /\n") as untrusted:
+        crawled = crawl(
+            [untrusted.url_for("/page")],
+            extra={
+                "retry": {"attempts": 2},
+                "retry.backoff": {"initial": 0.05, "max": 0.1, "jitter": 0},
+                "robots": {"recheck_unavailable": 0.05},
+            },
+        )
+        untrusted.wait_for_handshakes()
+        handshakes = untrusted.handshake_failures
+    stats = crawled.stats
+    assert untrusted.requests == []  # no request got through the handshake
+    assert stats.get("failed:RobotsUnavailable") == 1
+    assert stats.get("robots:unavailable", 0) >= 1
+    assert stats.get("failed:InvalidRequest", 0) == 0 and stats.get("failed:TLSError", 0) == 0
+    # Every handshake the server saw was a robots.txt fetch: the page itself was never tried.
+    assert handshakes == stats.get("robots:fetched") >= 1
+    assert crawled.items == []
