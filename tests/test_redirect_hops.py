@@ -164,3 +164,68 @@ def test_a_robots_txt_behind_an_untrusted_certificate_disallows_the_host(crawl) 
     # Every handshake the server saw was a robots.txt fetch: the page itself was never tried.
     assert handshakes == stats.get("robots:fetched") >= 1
     assert crawled.items == []
+
+
+LOGIN_ELSEWHERE_SPIDER = """
+from crawler import Request, Spider
+
+
+class LoginElsewhere(Spider):
+    '''Logs in on another origin; the site sends a logged-out session there.'''
+
+    name = "login_elsewhere"
+    urls = []
+    login_url = ""
+    site_host = ""
+
+    def login(self, session):
+        session_id = session.get(self.login_url, timeout=5).text
+        session.cookies.set("sid", session_id, domain=self.site_host, path="/")
+
+    def is_logged_out(self, response):
+        return response.url.startswith(self.login_url)
+
+    def start_requests(self):
+        for url in self.urls:
+            yield Request(url, callback=self.parse)
+
+    def parse(self, response):
+        yield {"url": response.url, "status": response.status}
+"""
+
+
+def test_a_logged_out_redirect_to_a_login_page_on_another_origin_logs_in_again(spider_config, two_hosts) -> None:
+    site, login_host = two_hosts
+    # The login host gives out numbered sessions for the site; the site turns away every page of
+    # the first one (as if it were revoked) by sending it to the login host, on another origin.
+    issued: list[str] = []
+
+    def log_in(received) -> tuple[int, list[tuple[str, str]], bytes]:
+        issued.append(f"s{len(issued) + 1}")
+        return 200, [("Content-Type", "text/plain")], issued[-1].encode()
+
+    def page(received) -> tuple[int, list[tuple[str, str]], bytes]:
+        if received.headers.get("Cookie") == f"sid={issued[-1]}" and len(issued) > 1:
+            return 200, [("Content-Type", "text/html")], b"<p>members only</p>"
+        return 302, [("Location", login_host.url_for("/login"))], b""
+
+    login_host.handle("/login", log_in)
+    for n in range(1, 4):
+        site.handle(f"/page/{n}", page)
+    config = spider_config(
+        "login_elsewhere",
+        LOGIN_ELSEWHERE_SPIDER,
+        toml_tables({"crawl": {"workers": 1}, "robots": {"obey": False}}),
+        urls=[site.url_for(f"/page/{n}") for n in range(1, 4)],
+        login_url=login_host.url_for("/login"),
+        site_host=site.host,
+    )
+    with deadline(CRAWL_DEADLINE):
+        report = run_crawl(config)
+    items = [json.loads(line) for line in config.output_path("login_elsewhere").read_text().splitlines()]
+    assert sorted(item["url"] for item in items) == [site.url_for(f"/page/{n}") for n in range(1, 4)]
+    # The first login's pages were turned away once; one re-login, then each page once more.
+    assert report.stats["logins"] == 2 and report.stats["relogins"] == 1
+    assert [received.path for received in login_host.requests] == ["/login", "/login"]
+    # The login page was never queued and fetched as a page of the crawl.
+    assert report.stats.get("redirects:requeued", 0) == 0

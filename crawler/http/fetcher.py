@@ -189,6 +189,8 @@ class Fetcher:
                         f"still logged out after logging in again {_MAX_REPLAYS} times ({request.url})"
                     )
                 login.relogin(sent.generation)
+            elif sent.redirect is not None:
+                raise Redirected(sent.redirect)
             else:
                 break
             # A replay is not a retry: it does not spend the request's attempts.
@@ -237,7 +239,7 @@ class Fetcher:
         # The login generation of the chain is that of its first hop: a logged-out session is
         # redirected to the login page, which is then fetched, maybe after another worker's
         # re-login, with newer cookies that are not the ones that were turned away.
-        first_generation: int | None = None
+        chain_generation = 0
         for followed in range(max(self.max_redirects - request.redirects, 0) + 1):
             tokens = self._token_headers(hop, session) if with_tokens else []
             headers: dict[str, str] = {}
@@ -246,8 +248,8 @@ class Fetcher:
             # The request's own headers win over computed ones; _report_overrides said so once.
             headers.update(hop.headers)
             raw, generation = self._send_hop(session, hop, headers, request, deadline, credentials)
-            if first_generation is None:
-                first_generation = generation
+            if not followed:
+                chain_generation = generation
             try:
                 if not raw.is_redirect:
                     if accept is not None and not accept.allows(content_type := raw.headers.get("Content-Type")):
@@ -255,7 +257,7 @@ class Fetcher:
                         raise UnwantedContent(content_type or "")
                     body = self._read_body(raw, request, deadline, body_limit)
                     response = Response(raw.url, raw.status_code, raw.headers, body, request)
-                    return _Sent(response, tokens, first_generation)
+                    return _Sent(response, tokens, chain_generation)
                 self._read_body(raw, request, deadline)  # drain it, so the connection can be reused
                 previous, hop = hop, next_hop(hop, raw, session, request)
             except requests.RequestException as error:
@@ -263,16 +265,19 @@ class Fetcher:
             finally:
                 raw.close()
             if may_follow is not None and (origin(hop.url) != origin(previous.url) or not may_follow(hop.url)):
-                raise Redirected(
-                    request.replace(
-                        url=hop.url,
-                        method=hop.method,
-                        body=hop.body,
-                        headers=hop.headers or None,
-                        redirects=request.redirects + followed + 1,
-                        redirected_from=previous.url,
-                    )
+                # Not followed here. Seen from the login, it is a response that ends at its
+                # target: a logged-out session sent to a login page on another origin (http to
+                # https, say) is then noticed like one sent to a login page here.
+                target = request.replace(
+                    url=hop.url,
+                    method=hop.method,
+                    body=hop.body,
+                    headers=hop.headers or None,
+                    redirects=request.redirects + followed + 1,
+                    redirected_from=previous.url,
                 )
+                response = Response(hop.url, raw.status_code, raw.headers, b"", request)
+                return _Sent(response, tokens, chain_generation, target)
         raise exc.TooManyRedirects(f"too many redirects: more than {self.max_redirects}", request)
 
     def _token_headers(self, hop: Hop, session: requests.Session) -> list[tuple[TokenAuth, Mapping[str, str]]]:
@@ -390,12 +395,15 @@ class Fetcher:
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
-    """The final response of a fetch, the token headers its hop carried (by source), and the
-    login generation of the cookies the chain's first hop carried."""
+    """The final response of a fetch (for a redirect not followed: the redirect, its ``url``
+    the target), the token headers its hop carried (by source), and the login generation of the
+    cookies the chain's first hop carried."""
 
     response: Response
     tokens: Sequence[tuple[TokenAuth, Mapping[str, str]]]
     generation: int
+    redirect: Request | None = None
+    """The next hop, when the response is a redirect the fetch does not follow itself."""
 
 
 def _stream(raw: requests.Response, request: Request) -> Iterator[bytes]:
