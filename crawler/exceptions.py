@@ -7,6 +7,7 @@
     ├── CheckpointError        the checkpoint cannot be opened or written, is locked, or is not ours
     ├── OutputError            an output file cannot be written (disk full, permissions)
     ├── LoginFailed            logging in did not work; the crawl stops rather than loop
+    │   └── LoginInterrupted   a login that did not complete (site error, revoked meanwhile): tried again
     ├── MalformedURL           a URL that parsers could read in more than one way (also a ValueError)
     └── FetchError             one request could not be fetched; carries the request it concerns
         ├── TransportError     no usable response came back
@@ -70,6 +71,11 @@ class MalformedURL(CrawlerError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.url[:200]!r}"
+
+
+class LoginInterrupted(LoginFailed):
+    """A login that did not complete for a reason that may pass (the site failed, the connection
+    broke, the new session was revoked while being made); the crawl tries it again a few times."""
 
 
 class FetchError(CrawlerError):

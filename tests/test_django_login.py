@@ -75,8 +75,17 @@ class DjangoSite:
     def stats(self) -> dict[str, object]:
         return self.get("/stats/")
 
-    def reset(self, *, revoke_every: int, pages: int, slow_every: int = 0, slow_reply: float = 0) -> None:
-        self.get("/reset/", revoke_every=revoke_every, pages=pages, slow_every=slow_every, slow_reply=slow_reply)
+    def reset(
+        self, *, revoke_every: int, pages: int, slow_every: int = 0, slow_reply: float = 0, interrupt_logins: int = 0
+    ) -> None:
+        self.get(
+            "/reset/",
+            revoke_every=revoke_every,
+            pages=pages,
+            slow_every=slow_every,
+            slow_reply=slow_reply,
+            interrupt_logins=interrupt_logins,
+        )
 
     def revoke(self) -> None:
         self.get("/revoke/")
@@ -219,6 +228,26 @@ def test_two_revocations_from_outside_cost_exactly_two_relogins(django_site: Dja
     assert len(urls) == len(set(urls)) == ON_DEMAND_PAGES, describe(stats, report)
     assert urls == django_site.member_urls(ON_DEMAND_PAGES)
     assert stats["member_pages_served"] == ON_DEMAND_PAGES, describe(stats, report)
+
+
+@pytest.mark.parametrize("interrupted", [1, 2])
+def test_a_revocation_during_a_login_costs_one_more_login_not_a_credentials_stop(
+    django_site: DjangoSite, django_config, interrupted: int
+) -> None:
+    # Django answers a login whose new session was deleted while being saved with a 400
+    # (SessionInterrupted), though it had accepted the password.
+    django_site.reset(revoke_every=0, pages=60, interrupt_logins=interrupted)
+    config = django_config(django_site, workers=16)
+
+    report, failure = run(config)
+    stats = django_site.stats()
+
+    assert failure is None, f"the crawl aborted: {failure}; server: {describe(stats)}"
+    assert stats["revocations"] == interrupted, describe(stats, report)
+    assert stats["logins"] == 1 + interrupted, describe(stats, report)
+    assert stats["failed_logins"] == 0, describe(stats, report)
+    assert report.stats["logins"] == 1 and report.stats["login_retries"] == interrupted
+    assert crawled_urls(config) == django_site.member_urls(60)
 
 
 def test_a_wrong_password_stops_the_crawl_cleanly(

@@ -12,19 +12,28 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from http.cookiejar import CookieJar
+from typing import NoReturn, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 from parsel import Selector
 
-from ..exceptions import LoginFailed
+from ..exceptions import LoginFailed, LoginInterrupted
 from .cookies import CrawlCookieJar
 from ..request import Request
 from ..response import Response
 from ..stats import Stats
 
 logger = logging.getLogger(__name__)
+
+# Answers to a login post that say it did not complete, not that the credentials are wrong:
+# Django answers 400 when the session it was creating is deleted meanwhile (a revocation that
+# lands during the login); 5xx too. Such a login is tried again, a refusal never is.
+_PASSING_STATUSES = frozenset({400, 408, 409, 425, 429})
+LOGIN_ATTEMPTS = 3
+_RETRY_WAIT = 0.25  # seconds, times the attempt number
 
 
 class Login(Protocol):
@@ -66,21 +75,23 @@ class FormLogin:
             # Judged on the post's own answer, not on where its redirects end: a session revoked
             # between the post and the landing page would make an accepted login look refused.
             answer = session.post(action, data=data, timeout=self.timeout, allow_redirects=False)
-            if answer.is_redirect:
-                landing = urljoin(answer.url, answer.headers["Location"])
-                accepted = not self._is_login_url(landing)
-                if accepted:
-                    self._visit(session, landing)
-            else:
-                response = Response(answer.url, answer.status_code, answer.headers, answer.content, Request(answer.url))
-                accepted = not (answer.status_code >= 400 or self.is_logged_out(response) or self._is_form_again(answer))
         except requests.RequestException as error:
-            raise LoginFailed(f"cannot log in at {self.url}: {type(error).__name__}") from None
+            raise LoginInterrupted(f"cannot log in at {self.url}: {type(error).__name__}") from None
+        status = answer.status_code
+        if status in _PASSING_STATUSES or status >= 500:
+            raise LoginInterrupted(f"login at {self.url} did not complete (HTTP {status})")
+        if answer.is_redirect:
+            landing = urljoin(answer.url, answer.headers["Location"])
+            accepted = not self._is_login_url(landing)
+            if accepted:
+                self._visit(session, landing)
+        else:
+            response = Response(answer.url, status, answer.headers, answer.content, Request(answer.url))
+            accepted = not (status >= 400 or self.is_logged_out(response) or self._is_form_again(answer))
         if not accepted:
             names = ", ".join(f"${name}" for name in self.secret_sources.values()) or "the configured fields"
             raise LoginFailed(
-                f"login at {self.url} failed (HTTP {answer.status_code}, at {answer.url}); "
-                f"check the credentials in {names}"
+                f"login at {self.url} failed (HTTP {status}, at {answer.url}); check the credentials in {names}"
             )
 
     def _visit(self, session: requests.Session, landing: str) -> None:
@@ -130,6 +141,8 @@ class SpiderLogin:
             self.log_in_with(session)
         except LoginFailed:
             raise
+        except requests.RequestException as error:
+            raise LoginInterrupted(f"the spider's login could not reach the site: {type(error).__name__}") from None
         except Exception as error:
             raise LoginFailed(f"the spider's login raised {type(error).__name__}: {error}") from None
 
@@ -184,19 +197,43 @@ class LoginCoordinator:
     def is_logged_out(self, response: Response) -> bool:
         return self.login.is_logged_out(response)
 
+    def _attempt(self) -> CookieJar:
+        """Log in, trying again (a few times) a login that was interrupted; its cookies."""
+        retrying = Retrying(
+            stop=stop_after_attempt(LOGIN_ATTEMPTS),
+            wait=wait_incrementing(_RETRY_WAIT, _RETRY_WAIT),
+            retry=retry_if_exception_type(LoginInterrupted),
+            before_sleep=self._note_retry,
+            retry_error_callback=self._give_up,
+        )
+        return retrying(self._log_in_once)
+
+    def _log_in_once(self) -> CookieJar:
+        with self.new_session() as session:
+            self.login.log_in(session)
+            return session.cookies
+
+    def _note_retry(self, state: RetryCallState) -> None:
+        self.stats.inc("login_retries")
+        logger.warning("%s; trying again", state.outcome.exception() if state.outcome else "login interrupted")
+
+    @staticmethod
+    def _give_up(state: RetryCallState) -> NoReturn:
+        error = state.outcome.exception() if state.outcome else None
+        raise LoginFailed(f"{error}, {state.attempt_number} times: giving up") from None
+
     def _log_in_unless_moved_on(self, seen: int) -> None:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             if self.cookies.generation != seen:
                 return  # another worker logged in since this request was sent
-            with self.new_session() as session:
-                try:
-                    self.login.log_in(session)
-                except LoginFailed as failure:
-                    self._failure = failure
-                    raise
-                generation = self.cookies.adopt_login(session.cookies)
+            try:
+                cookies = self._attempt()
+            except LoginFailed as failure:
+                self._failure = failure
+                raise
+            generation = self.cookies.adopt_login(cookies)
             self.stats.inc("logins")
             if seen:  # a login because the site logged us out
                 self.stats.inc("relogins")

@@ -24,7 +24,10 @@ Endpoints:
 ``/stats/``            JSON counters (see ``Site.snapshot``).
 ``/reset/``            zeroes the counters, deletes all sessions (not counted as a revocation);
                        ``?revoke_every=``, ``?pages=``, ``?slow_every=`` and ``?slow_reply=``
-                       change those settings (as the options of the same names).
+                       change those settings (as the options of the same names);
+                       ``?interrupt_logins=N``: the next N logins are revoked while Django is
+                       still saving them (a revocation landing during a login), which Django
+                       answers with 400 (``SessionInterrupted``) though the password was right.
 
 With ``--revoke-every N`` every session is deleted right after each N-th member page served
 (counted across sessions since the last reset). Checking that the request's session still
@@ -159,6 +162,7 @@ class Site:
         self.revoke_every = revoke_every
         self.slow_every = slow_every
         self.slow_reply = slow_reply
+        self.interrupt_logins = 0
         self._zero()
 
     def _zero(self) -> None:
@@ -275,7 +279,16 @@ def build_site() -> None:
     from django.utils.html import escape
     from django.views.decorators.csrf import csrf_exempt
 
-    user_logged_in.connect(lambda **kwargs: SITE.count("logins"), weak=False)
+    def logged_in(**kwargs: object) -> None:
+        SITE.count("logins")
+        with SITE.lock:
+            if SITE.interrupt_logins:
+                # login() has made the new session row; deleting it now makes the session
+                # middleware's save fail, as when a revocation lands in the middle of a login.
+                SITE.interrupt_logins -= 1
+                SITE.revoke_locked()
+
+    user_logged_in.connect(logged_in, weak=False)
     user_login_failed.connect(lambda **kwargs: SITE.count("failed_logins"), weak=False)
 
     def member_page(request, n: int):
@@ -337,6 +350,7 @@ def build_site() -> None:
             pages=number("pages"),
             slow_every=number("slow_every"),
             slow_reply=number("slow_reply", float),
+            interrupt_logins=number("interrupt_logins"),
         )
         return JsonResponse(SITE.snapshot())
 
