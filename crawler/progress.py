@@ -125,13 +125,18 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
         f"connections ({report.requests_per_connection:.1f} per connection) from {report.sessions} "
         f"sessions; {stats.get('pool_discards', 0)} pool discards, {stats.get('pool_evictions', 0)} pool evictions"
     )
-    auth_counts = ("logins", "relogins", "token_refreshes", "replayed_requests", "cookie_warnings", "header_overrides")
+    auth_counts = (
+        "logins", "relogins", "login_retries", "token_refreshes", "replayed_requests", "stale_cookies_ignored",
+        "cookie_warnings", "header_overrides", "credential_headers",
+    )
     if any(stats.get(name) for name in auth_counts):
         console.print(
-            f"Auth: {stats.get('logins', 0)} logins ({stats.get('relogins', 0)} after a logout), "
-            f"{stats.get('token_refreshes', 0)} token refreshes, {stats.get('replayed_requests', 0)} "
-            f"replayed requests, {stats.get('cookie_warnings', 0)} cookie warnings, "
-            f"{stats.get('header_overrides', 0)} header overrides"
+            f"Auth: {stats.get('logins', 0)} logins ({stats.get('relogins', 0)} after a logout, "
+            f"{stats.get('login_retries', 0)} retried), {stats.get('token_refreshes', 0)} token refreshes, "
+            f"{stats.get('replayed_requests', 0)} replayed requests, {stats.get('stale_cookies_ignored', 0)} "
+            f"stale cookies ignored, {stats.get('cookie_warnings', 0)} cookie warnings, "
+            f"{stats.get('header_overrides', 0)} header overrides, {stats.get('credential_headers', 0)} "
+            "credential-like headers"
         )
     for line in _reason_lines(reason_counts(stats)):
         console.print(line)
@@ -166,6 +171,7 @@ _REASON_TITLES = {
     "skipped": "Skipped",
     "malformed": "Malformed",
     "robots": "robots.txt",
+    "redirects": "Redirects",
 }
 
 

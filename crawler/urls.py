@@ -25,9 +25,10 @@ segments resolved and unsafe characters percent-encoded.
 
 from __future__ import annotations
 
+import functools
 import re
 
-from ada_url import URL
+import ada_url
 
 from .exceptions import MalformedURL
 
@@ -36,6 +37,8 @@ WEB_SCHEMES = frozenset({"http", "https"})
 _SURROUNDING = "".join(map(chr, range(0x21)))  # C0 controls and space, which browsers strip
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUERY_OR_FRAGMENT = re.compile(r"[?#]")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_AUTHORITY_END = re.compile(r"[/?#]")
 
 
 def normalize_url(url: str, base: str | None = None) -> str:
@@ -49,21 +52,51 @@ def normalize_url(url: str, base: str | None = None) -> str:
         raise MalformedURL(url, "control character")
     if "\\" in _QUERY_OR_FRAGMENT.split(text, 1)[0]:
         raise MalformedURL(url, "backslash")
+    if base is not None and not _SCHEME.match(text):
+        try:
+            text = ada_url.join_url(base, text)
+        except ValueError:
+            raise MalformedURL(url, "cannot be parsed") from None
     try:
-        parsed = URL(text, base) if base is not None else URL(text)
+        return _normalized(text)
+    except MalformedURL as error:
+        raise MalformedURL(url, error.reason) from None
+
+
+# Pages link to the same URLs over and over; each call into ada also hands the GIL to another
+# worker and back, which costs more than the parse under 16 threads. So absolute URLs are kept.
+@functools.lru_cache(maxsize=32768)
+def _normalized(text: str) -> str:
+    try:
+        href: str = ada_url.normalize_url(text)
     except ValueError:
-        raise MalformedURL(url, "cannot be parsed") from None
-    if parsed.protocol[:-1] not in WEB_SCHEMES:
-        return parsed.href
-    if parsed.username or parsed.password:
-        raise MalformedURL(url, "userinfo")
-    host = parsed.hostname
+        raise MalformedURL(text, "cannot be parsed") from None
+    scheme = scheme_of(href)
+    if scheme not in WEB_SCHEMES:
+        return href
+    # The serialised form of an http(s) URL is scheme://authority/path...: its authority is
+    # everything up to the first / ? or #, and has an @ only if it has userinfo.
+    start = len(scheme) + 3
+    end = _AUTHORITY_END.search(href, start)
+    authority = href[start : end.start() if end else len(href)]
+    if "@" in authority:
+        raise MalformedURL(text, "userinfo")
+    host, port = _split_port(authority)
     if host.endswith("."):
         host = host[:-1]
         if not host or host.endswith("."):
-            raise MalformedURL(url, "empty host label")
-        parsed.hostname = host
-    return parsed.href
+            raise MalformedURL(text, "empty host label")
+        href = f"{href[:start]}{host}{port}{href[start + len(authority):]}"
+    return href
+
+
+def _split_port(authority: str) -> tuple[str, str]:
+    """``host`` and ``:port`` (or "") of a serialised authority, which has no userinfo."""
+    if authority.startswith("["):  # an IPv6 literal, whose colons are not the port's
+        end = authority.index("]") + 1
+        return authority[:end], authority[end:]
+    host, colon, port = authority.partition(":")
+    return host, colon + port
 
 
 def scheme_of(url: str) -> str:
