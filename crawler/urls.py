@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
+from urllib.parse import urljoin
 
 import ada_url
 
@@ -53,18 +54,17 @@ def normalize_url(url: str, base: str | None = None) -> str:
     if "\\" in _QUERY_OR_FRAGMENT.split(text, 1)[0]:
         raise MalformedURL(url, "backslash")
     if base is not None and not _SCHEME.match(text):
-        try:
-            text = ada_url.join_url(base, text)
-        except ValueError:
-            raise MalformedURL(url, "cannot be parsed") from None
+        # RFC 3986 resolution in Python, not a call into ada (see _normalized): what could read
+        # two ways is refused above, and ada parses the result, so its host is the one decided.
+        text = urljoin(base, text)
     try:
         return _normalized(text)
     except MalformedURL as error:
         raise MalformedURL(url, error.reason) from None
 
 
-# Pages link to the same URLs over and over; each call into ada also hands the GIL to another
-# worker and back, which costs more than the parse under 16 threads. So absolute URLs are kept.
+# Pages link to the same URLs over and over, and each call into ada hands the GIL to another
+# worker and back, which under 16 threads costs more than the parse: absolute URLs are cached.
 @functools.lru_cache(maxsize=32768)
 def _normalized(text: str) -> str:
     try:

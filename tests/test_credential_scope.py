@@ -13,13 +13,10 @@ request headers are reported, files at rest are owner-only, and robots.txt is fe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
 import stat
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +26,8 @@ import pytest
 import urllib3
 
 from crawler.practice import PracticeSite
-from crawler.runner import RunReport, run_crawl
+from crawler.runner import run_crawl
+from helpers import Crawled, deadline
 from recorder import (
     Recorder,
     addresses_of,
@@ -96,37 +94,6 @@ DEFAULTS = {
     "crawl": {"workers": 4, "shutdown_grace": 1},
     "http.timeout": {"connect": 2, "read": 5, "total": 10},
 }
-
-
-@dataclass
-class Crawled:
-    report: RunReport
-    items: list[dict[str, object]]
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.report.stats
-
-    def urls(self) -> set[object]:
-        return {item["url"] for item in self.items}
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """A crawl still running after ``seconds`` gets a real Ctrl-C (and the test fails on it)."""
-    finished = threading.Event()
-
-    def watch() -> None:
-        if not finished.wait(seconds):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    watchdog = threading.Thread(target=watch, daemon=True)
-    watchdog.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        watchdog.join()
 
 
 def run(config, spider: str) -> Crawled:

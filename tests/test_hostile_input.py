@@ -9,18 +9,13 @@ A test marked ``xfail(strict=True)`` states a known limit and why it is there.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
 import logging
-import os
-import signal
 import socket
 import textwrap
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,9 +27,9 @@ from crawler.frontier.sqlite import Checkpoint
 from crawler.practice import PracticeSite
 from crawler.practice.hostile import LEAK_LINK, OFFSITE_LINK
 from crawler.request import canonical_url
-from crawler.runner import RunReport, run_crawl
+from crawler.runner import run_crawl
 from conftest import PROBE_SPIDER
-from helpers import interrupt_when
+from helpers import Crawled, deadline, interrupt_when
 
 HEALTHY = "/links/target/7"
 MIB = 1024 * 1024
@@ -91,46 +86,6 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def info_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Capture INFO too: a skipped page may be reported at INFO."""
     caplog.set_level(logging.INFO)
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Stop a crawl (a real Ctrl-C) that is still running after ``seconds``.
-
-    A hostile page that hangs the crawl must fail its test, not hang the suite: the crawl then
-    returns interrupted. The watchdog is called off as soon as the crawl returns.
-    """
-    finished = threading.Event()
-
-    def watch() -> None:
-        if not finished.wait(seconds):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    watchdog = threading.Thread(target=watch, daemon=True)
-    watchdog.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        watchdog.join()
-
-
-@dataclass(frozen=True)
-class Crawled:
-    report: RunReport
-    items: list[dict[str, object]]
-    config: Config
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.report.stats
-
-    def item_for(self, url: str) -> dict[str, object]:
-        [item] = [item for item in self.items if item["url"] == url]
-        return item
-
-    def urls(self) -> set[object]:
-        return {item["url"] for item in self.items}
 
 
 def run(config: Config, spider: str) -> Crawled:

@@ -9,51 +9,16 @@ now (RFC 9309: unreachable), instead of allowing everything.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from crawler.runner import RunReport, run_crawl
+from crawler.runner import run_crawl
+from helpers import Crawled, deadline
 from recorder import Recorder, loopback_only_lookups, recorders, toml_tables
 
 CRAWL_DEADLINE = 20.0  # seconds; every crawl here takes well under one
-
-
-@dataclass
-class Crawled:
-    report: RunReport
-    items: list[dict[str, object]]
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.report.stats
-
-    def urls(self) -> set[object]:
-        return {item["url"] for item in self.items}
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """A crawl still running after ``seconds`` gets a real Ctrl-C (and the test fails on it)."""
-    finished = threading.Event()
-
-    def watch() -> None:
-        if not finished.wait(seconds):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    watchdog = threading.Thread(target=watch, daemon=True)
-    watchdog.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        watchdog.join()
 
 
 @pytest.fixture(autouse=True)
