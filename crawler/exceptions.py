@@ -4,7 +4,8 @@
 
     CrawlerError
     ├── ConfigError            the config file is missing, not TOML, or invalid (carries one line per problem)
-    ├── CheckpointError        the checkpoint cannot be opened or written, is locked, or is not ours
+    ├── CheckpointError        the checkpoint cannot be opened or written, is damaged, or is not ours
+    │   └── CheckpointInUse    another crawl holds it (``holder`` says which)
     ├── OutputError            an output file cannot be written (disk full, permissions)
     ├── LoginFailed            logging in did not work; the crawl stops rather than loop
     │   └── LoginInterrupted   a login that did not complete (site error, revoked meanwhile): tried again
@@ -48,6 +49,18 @@ class ConfigError(CrawlerError):
 
 class CheckpointError(CrawlerError):
     """The checkpoint file cannot be used as it is."""
+
+
+class CheckpointInUse(CheckpointError):
+    """Another crawl holds the checkpoint's lock: ``holder`` is its ``host:pid``."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(path, holder)
+        self.path = path
+        self.holder = holder
+
+    def __str__(self) -> str:
+        return f"{self.path}: checkpoint is in use by another crawl ({self.holder})"
 
 
 class OutputError(CrawlerError):

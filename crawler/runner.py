@@ -20,7 +20,7 @@ import requests
 
 from .config import Config, SpiderConfig
 from .engine import Crawl, CrawlResult
-from .exceptions import CheckpointError, CrawlerError
+from .exceptions import CheckpointError, CheckpointInUse, CrawlerError
 from .exporters import OutputFile, make_format
 from .frontier.base import FrontierCounts, Limits, ResumeInfo
 from .frontier.sqlite import Checkpoint, delete_checkpoint
@@ -168,8 +168,10 @@ def open_checkpoint(config: Config, *, fresh: bool = False) -> Checkpoint:
     spider_set = [entry.spider for entry in config.spiders]
     try:
         checkpoint = Checkpoint(path, owner)
-    except CheckpointError as error:
-        if not fresh or "in use" in str(error):
+    except CheckpointInUse:
+        raise
+    except CheckpointError:
+        if not fresh:
             raise
     else:
         try:

@@ -99,6 +99,52 @@ def test_status_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     assert "no checkpoint yet" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_for_run_and_status(tmp_path: Path) -> None:
+    with PracticeSite(products=200) as site:
+        write_project(tmp_path, site)
+        assert cli(tmp_path, "run", "config.toml").returncode == 0
+        checkpoint = tmp_path / ".crawler" / "checkpoint.db"
+        size = checkpoint.stat().st_size
+        with open(checkpoint, "r+b") as file:  # 8 KiB of noise in the middle, as a bad disk would
+            file.seek(size // 2)
+            file.write(os.urandom(8192))
+        for command in ("status", "run"):
+            result = cli(tmp_path, command, "config.toml")
+            assert result.returncode == 3, (command, result.stderr)
+            [line] = result.stderr.splitlines()
+            assert str(checkpoint) in line and "is damaged" in line and "--fresh" in line, line
+        # The way out the message names works.
+        assert cli(tmp_path, "run", "config.toml", "--fresh").returncode == 0
+        assert "products: finished" in cli(tmp_path, "status", "config.toml").stdout
+
+
+def test_an_empty_checkpoint_file_is_no_checkpoint_yet_for_status_and_run(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        write_project(tmp_path, site)
+        (tmp_path / ".crawler").mkdir()
+        (tmp_path / ".crawler" / "checkpoint.db").touch()
+        status = cli(tmp_path, "status", "config.toml")
+        assert status.returncode == 3 and "no checkpoint yet" in status.stderr, status.stderr
+        assert cli(tmp_path, "run", "config.toml").returncode == 0  # and a crawl starts in it
+        assert "products: finished" in cli(tmp_path, "status", "config.toml").stdout
+
+
+def test_a_checkpoint_in_use_names_the_crawl_that_holds_it(tmp_path: Path) -> None:
+    with PracticeSite(products=300, latency=0.05) as site:
+        write_project(tmp_path, site)
+        log = open(tmp_path / "run.log", "w")
+        with log, subprocess.Popen(
+            [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=tmp_path, stdout=log, stderr=log
+        ) as crawl:
+            wait_until(lambda: site.counters.hits("/catalogue/page/2") > 0)
+            second = cli(tmp_path, "run", "config.toml")
+            crawl.send_signal(signal.SIGKILL)
+            crawl.wait(timeout=30)
+    assert second.returncode == 3
+    [line] = second.stderr.splitlines()
+    assert "in use by another crawl" in line and f":{crawl.pid})" in line, line
+
+
 def test_retry_failed_queues_failures_again_by_status(tmp_path: Path) -> None:
     with PracticeSite(products=10) as site:
         urls = [f"{site.url}/flaky/outage?fail=3", f"{site.url}/status/404", f"{site.url}/links/target/1"]

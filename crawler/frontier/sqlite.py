@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from ..exceptions import CheckpointError
+from ..exceptions import CheckpointError, CheckpointInUse
 from ..items import RejectedItem
 from ..request import Request, fingerprint, host_key
 from .base import (
@@ -41,7 +41,7 @@ from .base import (
     State,
     StoredItem,
 )
-from .schema import SCHEMA_VERSION, check_schema, create, migrate
+from .schema import SCHEMA_VERSION, check_integrity, check_schema, create, migrate
 
 def lock_holder(path: Path) -> str | None:
     """Who holds the checkpoint's lock (a crawl running now), or None."""
@@ -72,9 +72,10 @@ class Checkpoint:
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._lock_file.seek(0)
             holder = self._lock_file.read().decode(errors="replace").strip() or "another process"
             self._lock_file.close()
-            raise CheckpointError(f"{path}: checkpoint is in use by another crawl ({holder})") from None
+            raise CheckpointInUse(str(path), holder) from None
         try:
             # Who holds it, for `crawler status` and the error above; the lock itself is the flock.
             self._lock_file.truncate(0)
@@ -129,6 +130,7 @@ class Checkpoint:
 
     def _check(self, db: sqlite3.Connection) -> None:
         version = check_schema(db, self.path)
+        check_integrity(db, self.path)
         if version < SCHEMA_VERSION:
             migrate(db, version)
 

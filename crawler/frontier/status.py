@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..exceptions import CheckpointError
 from .base import RUN_STATS, SEEDED, FrontierCounts, Limits, State, crawl_is_finished
-from .schema import check_schema
+from .schema import check_integrity, check_schema
 from .sqlite import lock_holder
 
 
@@ -40,12 +40,15 @@ class CheckpointStatus:
 def read_status(path: Path, limits: Mapping[str, Limits] | None = None) -> CheckpointStatus:
     """Where each spider's crawl stands; ``limits`` are the spiders' caps from the config, which
     decide whether a crawl that stopped at one is finished."""
-    if not path.exists():
+    # An empty file is what a run that was killed as it created the checkpoint leaves, and what
+    # `crawler run` starts a new crawl in: nothing has been crawled in it either.
+    if not path.exists() or path.stat().st_size == 0:
         raise CheckpointError(f"{path}: no checkpoint yet; nothing has been crawled")
     running = lock_holder(path)
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             check_schema(db, path)
+            check_integrity(db, path)
             spiders = [
                 _spider_status(db, spider_id, name, (limits or {}).get(name, Limits()))
                 for spider_id, name in db.execute("SELECT id, name FROM spiders ORDER BY id").fetchall()
