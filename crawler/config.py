@@ -17,11 +17,16 @@ from . import __version__
 from .exceptions import ConfigError
 from .retry import TRANSIENT_STATUSES
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Durations are bounded: an infinite or astronomic one is accepted by a float but breaks the
+# socket timeouts and the scheduler's clock arithmetic mid-crawl. A day is more than any wait here.
+MAX_SECONDS = 86400.0
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `inf` and `nan` are valid TOML floats, and valid for no setting here.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TimeoutConfig(_Section):
@@ -37,6 +42,7 @@ class TimeoutConfig(_Section):
 class HttpConfig(_Section):
     timeout: TimeoutConfig = TimeoutConfig()
     user_agent: str = Field(f"crawler/{__version__}", min_length=1)
+    """Sent with every request."""
     max_redirects: int = Field(10, ge=0)
     max_body_size: int = Field(16 * 1024 * 1024, gt=0)
     """Bytes; a larger response is refused (and the request failed) instead of read into memory."""
@@ -44,18 +50,26 @@ class HttpConfig(_Section):
     ca_bundle: Path | None = None
     """A PEM file of certificate authorities to trust instead of the system's."""
 
+    @field_validator("user_agent")
+    @classmethod
+    def _legal_header_value(cls, value: str) -> str:
+        # A CR or LF would make every request fail as an invalid header, not the config.
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError("must not contain control characters (a line break, a tab...)")
+        return value
+
 
 class BackoffConfig(_Section):
     initial: PositiveSeconds = 0.5
     max: PositiveSeconds = 30.0
-    jitter: float = Field(0.5, ge=0)
+    jitter: Seconds = 0.5
 
 
 class RetryConfig(_Section):
     attempts: int = Field(4, ge=1, le=100)
     """Tries per request in all, the first included."""
     backoff: BackoffConfig = BackoffConfig()
-    max_retry_after: float = Field(120.0, ge=0)
+    max_retry_after: Seconds = 120.0
     """The longest ``Retry-After`` the crawl will wait for; longer ones are cut to this."""
     statuses: frozenset[int] = TRANSIENT_STATUSES
 
@@ -88,7 +102,7 @@ class CheckpointConfig(_Section):
 
 class CrawlConfig(_Section):
     workers: int = Field(16, ge=1, le=1024)
-    shutdown_grace: float = Field(10.0, ge=0)
+    shutdown_grace: Seconds = 10.0
     """Seconds in-flight requests get to finish after the first Ctrl-C or SIGTERM."""
 
 
@@ -97,13 +111,13 @@ class PolitenessConfig(_Section):
 
     concurrency: int = Field(8, ge=1, le=1024)
     """Requests in flight to one host at most."""
-    delay: float = Field(0.0, ge=0)
+    delay: Seconds = 0.0
     """Seconds between the starts of two requests to one host (the starting point when adaptive)."""
     jitter: float = Field(0.0, ge=0, le=1)
     """Randomise each delay within delay × (1 ± jitter)."""
     adaptive: StrictBool = False
     """Follow each host's latency (like AutoThrottle), between min_delay and max_delay."""
-    min_delay: float = Field(0.0, ge=0)
+    min_delay: Seconds = 0.0
     max_delay: PositiveSeconds = 60.0
     target_concurrency: float = Field(1.0, gt=0)
     """Adaptive mode aims at this many requests in flight at each host, on average."""
@@ -121,7 +135,7 @@ class RobotsConfig(_Section):
     recheck_unavailable: PositiveSeconds = 60.0
     """A robots.txt that answered 5xx or could not be reached disallows its host until it is
     fetched again, this many seconds later."""
-    max_crawl_delay: float = Field(60.0, ge=0)
+    max_crawl_delay: Seconds = 60.0
     """The longest Crawl-delay honoured; a longer one is cut to this (and counted)."""
 
 
@@ -133,7 +147,7 @@ class PracticeSiteConfig(_Section):
     PRACTICE_CLIENT_ID and PRACTICE_CLIENT_SECRET default to the site's demo account."""
     port: int = Field(8650, ge=1, le=65535)
     products: int = Field(1000, ge=1)
-    latency: float = Field(0.0, ge=0)
+    latency: Seconds = 0.0
 
 
 # A literal value under one of these names is almost certainly a credential in a committed file.
@@ -189,7 +203,7 @@ class TokenConfig(_CredentialFields):
     expires_field: str = "expires_in"
     header: str = "Authorization"
     scheme: str = "Bearer"
-    refresh_margin: float = Field(5.0, ge=0)
+    refresh_margin: Seconds = 5.0
     """Seconds before the announced expiry at which the token is refreshed: at most a quarter
     of the token's lifetime (a token living 2 s is refreshed after 1.5 s)."""
     default_lifetime: PositiveSeconds = 300.0
@@ -338,4 +352,6 @@ def load_config(path: Path) -> Config:
     except ValidationError as error:
         raise ConfigError(describe_errors(str(path), error)) from None
     config._base_dir = path.resolve().parent
+    if config.http.ca_bundle is not None and not (bundle := config.resolve(config.http.ca_bundle)).is_file():
+        raise ConfigError([f"{path}: http.ca_bundle: no such file: {bundle}"])
     return config

@@ -293,3 +293,32 @@ def test_a_field_given_both_literally_and_from_the_environment_is_refused(tmp_pa
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert "client_id also given in fields" in error.value.problems[0]
+
+
+# -- what `crawler check` must catch, because the crawl cannot ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "field", "message"),
+    [
+        ("[http.timeout]\nread = inf\n", "http.timeout.read", "must be a finite number"),
+        ("[http.timeout]\ntotal = nan\n", "http.timeout.total", "must be a finite number"),
+        ("[politeness]\ndelay = inf\n", "politeness.delay", "must be a finite number"),
+        ("[politeness]\ndelay = 1e300\n", "politeness.delay", "must be less than or equal to 86400"),
+        ("[retry]\nmax_retry_after = 1e300\n", "retry.max_retry_after", "must be less than or equal to 86400"),
+        ('[http]\nuser_agent = "bot\\r\\nX-Injected: 1"\n', "http.user_agent", "must not contain control characters"),
+    ],
+)
+def test_numbers_and_header_values_the_crawl_cannot_use_are_refused(
+    tmp_path: Path, toml: str, field: str, message: str
+) -> None:
+    [problem] = problems(write(tmp_path, MINIMAL + toml))
+    assert problem.startswith(f"{tmp_path / 'config.toml'}: {field}: {message}"), problem
+
+
+def test_a_ca_bundle_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, MINIMAL + '[http]\nca_bundle = "certs/missing.pem"\n'))
+    assert problem == f"{tmp_path / 'config.toml'}: http.ca_bundle: no such file: {tmp_path / 'certs' / 'missing.pem'}"
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "missing.pem").write_text("")
+    assert load_config(tmp_path / "config.toml").http.ca_bundle == Path("certs/missing.pem")
