@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from .auth.tokens import TokenAuth
 from .request import Request
@@ -13,6 +13,42 @@ from .response import Response
 
 #: What a callback may yield.
 CallbackOutput = Request | BaseModel | dict[str, Any]
+
+
+def _argument(cls: type, key: str, value: Any) -> Any:
+    """``value`` for the class attribute ``key``, checked against what the class declares: its
+    annotation if it has one, else the type of its default (``urls = []`` takes a list). A value
+    of the wrong type would otherwise only fail inside the crawl, as a TypeError."""
+    annotation = _annotations(cls).get(key)
+    if annotation is not None:
+        if get_origin(annotation) is ClassVar:
+            annotation = get_args(annotation)[0] if get_args(annotation) else Any
+        try:
+            return TypeAdapter(annotation).validate_python(value)
+        except ValidationError as error:
+            problem = error.errors(include_url=False)[0]["msg"]
+            raise TypeError(f"argument {key!r} of spider {cls.__name__}: {problem[0].lower()}{problem[1:]}") from None
+        except PydanticSchemaGenerationError:
+            return value  # an annotation pydantic cannot check: taken as given
+    default = getattr(cls, key)
+    expected = _LIKE.get(type(default), type(default))
+    if default is not None and not callable(default) and not isinstance(value, expected):
+        raise TypeError(
+            f"argument {key!r} of spider {cls.__name__} must be {type(default).__name__}, "
+            f"not {type(value).__name__} ({value!r:.40})"
+        )
+    return value
+
+
+# Defaults whose type stands for a family: a float default takes an int, a tuple a list.
+_LIKE: dict[type, type | tuple[type, ...]] = {float: (int, float), tuple: (tuple, list), list: (list, tuple)}
+
+
+def _annotations(cls: type) -> dict[str, Any]:
+    try:
+        return get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - a forward reference the user's module cannot resolve
+        return {}
 
 
 class Spider:
@@ -23,7 +59,8 @@ class Spider:
     an item that fails goes to the checkpoint's rejected-items store instead of the output.
 
     Arguments from ``config.toml`` (``args = {...}``) set class attributes of the same name; an
-    argument the spider does not declare is an error, so a typo cannot pass silently.
+    argument the spider does not declare is an error, so a typo cannot pass silently, and so is
+    one of another type than the attribute's annotation (or, without one, its default) says.
     """
 
     name: ClassVar[str]
@@ -39,7 +76,7 @@ class Spider:
         for key, value in args.items():
             if key.startswith("_") or not hasattr(type(self), key):
                 raise TypeError(f"unknown argument {key!r} for spider {self.name!r}")
-            setattr(self, key, value)
+            setattr(self, key, _argument(type(self), key, value))
 
     def start_requests(self) -> Iterable[Request]:
         for url in self.start_urls:

@@ -180,6 +180,13 @@ def test_check_unknown_spider_and_unknown_spider_argument(tmp_path: Path) -> Non
     assert lines[1] == "spiders[1].args: unknown argument 'colour' for spider 'products'"
 
 
+def test_check_refuses_a_spider_argument_of_the_wrong_type(tmp_path: Path) -> None:
+    # products declares start_url = "http://..." (a str); a number would only fail mid-crawl.
+    project(tmp_path, '[[spiders]]\nspider = "products"\nargs = { start_url = 5 }\n')
+    lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
+    assert lines == ["spiders[0].args: argument 'start_url' of spider ProductsSpider must be str, not int (5)"]
+
+
 def test_check_spider_by_import_path(tmp_path: Path) -> None:
     project(tmp_path, '[[spiders]]\nspider = "spiders.other:OtherSpider"\n[[spiders]]\nspider = "spiders.other:Nope"\n')
     lines = assert_clean_failure(crawler_cli("check", "config.toml", cwd=tmp_path), 2)
