@@ -11,7 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from crawler.frontier.base import FrontierCounts
@@ -66,17 +67,26 @@ def cli(folder: Path, *args: str, **popen: object) -> subprocess.CompletedProces
     )
 
 
+@contextmanager
+def crawl_running(folder: Path, until: Callable[[], bool]) -> Iterator[subprocess.Popen[bytes]]:
+    """``crawler run config.toml`` in ``folder`` as a process of its own, once ``until()`` holds;
+    killed (kill -9) when the block ends."""
+    with open(folder / "run.log", "w") as log, subprocess.Popen(
+        [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=folder, stdout=log, stderr=log
+    ) as crawl:
+        wait_until(until)
+        try:
+            yield crawl
+        finally:
+            crawl.send_signal(signal.SIGKILL)
+            crawl.wait(timeout=30)
+
+
 def test_status_shows_a_running_crawl_and_what_a_killed_one_left_in_flight(tmp_path: Path) -> None:
     with PracticeSite(products=300, latency=0.05) as site:
         write_project(tmp_path, site)
-        log = open(tmp_path / "run.log", "w")
-        with log, subprocess.Popen(
-            [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=tmp_path, stdout=log, stderr=log
-        ) as crawl:
-            wait_until(lambda: site.counters.hits("/catalogue/page/3") > 0)
+        with crawl_running(tmp_path, lambda: site.counters.hits("/catalogue/page/3") > 0) as crawl:
             running = cli(tmp_path, "status", "config.toml")
-            crawl.send_signal(signal.SIGKILL)
-            crawl.wait(timeout=30)
         assert running.returncode == 0, running.stderr
         assert f":{crawl.pid}" in running.stdout and "A crawl is running now" in running.stdout
         assert "products: unfinished;" in running.stdout
@@ -132,14 +142,8 @@ def test_an_empty_checkpoint_file_is_no_checkpoint_yet_for_status_and_run(tmp_pa
 def test_a_checkpoint_in_use_names_the_crawl_that_holds_it(tmp_path: Path) -> None:
     with PracticeSite(products=300, latency=0.05) as site:
         write_project(tmp_path, site)
-        log = open(tmp_path / "run.log", "w")
-        with log, subprocess.Popen(
-            [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=tmp_path, stdout=log, stderr=log
-        ) as crawl:
-            wait_until(lambda: site.counters.hits("/catalogue/page/2") > 0)
+        with crawl_running(tmp_path, lambda: site.counters.hits("/catalogue/page/2") > 0) as crawl:
             second = cli(tmp_path, "run", "config.toml")
-            crawl.send_signal(signal.SIGKILL)
-            crawl.wait(timeout=30)
     assert second.returncode == 3
     [line] = second.stderr.splitlines()
     assert "in use by another crawl" in line and f":{crawl.pid})" in line, line
