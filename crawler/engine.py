@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .exceptions import SpiderError
 from .exporters import OutputFile
 from .frontier.base import RUN_STATS, SEEDED, Completion, Frontier, FrontierCounts, Lease, Limits, Pending, crawl_is_finished
 from .politeness.hosts import HostScheduler
@@ -96,11 +97,15 @@ class Crawl:
         if self._seeded:
             return
         batch: list[Pending] = []
-        for request in checked_requests(self.spider.start_requests(), self.stats, self.spider.name):
-            batch.append(Pending(request, 0))
-            if len(batch) >= _SEED_BATCH:
-                self.frontier.add(batch)
-                batch.clear()
+        try:
+            for request in checked_requests(self.spider.start_requests(), self.stats, self.spider.name):
+                batch.append(Pending(request, 0))
+                if len(batch) >= _SEED_BATCH:
+                    self.frontier.add(batch)
+                    batch.clear()
+        except Exception as error:  # the spider's own code: without its start requests there is no crawl
+            self.frontier.add(batch)  # kept; the next run seeds again and dedupe drops these
+            raise SpiderError(self.spider.name, "start_requests", f"{type(error).__name__}: {error}") from error
         self.frontier.add(batch)
         # Set after the adds: if the process dies in between, the next run adds them again and
         # dedupe drops the ones already there.

@@ -10,6 +10,7 @@
     ├── LoginFailed            logging in did not work; the crawl stops rather than loop
     │   └── LoginInterrupted   a login that did not complete (site error, revoked meanwhile): tried again
     ├── MalformedURL           a URL that parsers could read in more than one way (also a ValueError)
+    ├── SpiderError            the spider's code failed where the crawl cannot go on (start_requests)
     └── FetchError             one request could not be fetched; carries the request it concerns
         ├── TransportError     no usable response came back
         │   ├── ConnectError   the request never reached the server (safe to retry for any method)
@@ -89,6 +90,20 @@ class MalformedURL(CrawlerError, ValueError):
 class LoginInterrupted(LoginFailed):
     """A login that did not complete for a reason that may pass (the site failed, the connection
     broke, the new session was revoked while being made); the crawl tries it again a few times."""
+
+
+class SpiderError(CrawlerError):
+    """``method`` of spider ``spider`` raised (``problem`` says what), where the crawl cannot go
+    on without it. A callback that raises is not one: it fails its page and the crawl goes on."""
+
+    def __init__(self, spider: str, method: str, problem: str) -> None:
+        super().__init__(spider, method, problem)
+        self.spider = spider
+        self.method = method
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"spider {self.spider}: {self.method} raised {self.problem}"
 
 
 class FetchError(CrawlerError):

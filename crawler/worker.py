@@ -80,7 +80,7 @@ class LeaseProcessor:
         name = request.callback or "parse"
         callback = getattr(self.spider, name, None)
         if not callable(callback):
-            return self._fail(lease, 0, f"no callback {name!r}", "CallbackError", "callback_errors")
+            return self._fail(lease, 0, f"spider {self.spider.name} has no callback {name!r}", "CallbackError", "callback_errors")
         started = time.monotonic()
         try:
             response = self.fetcher.fetch(request, accepted_by(callback), self._may_follow)
@@ -168,14 +168,18 @@ class LeaseProcessor:
         *,
         traceback: bool = False,
     ) -> Completion:
-        """Record the request as failed after ``tries`` more attempts (earlier ones counted too)."""
+        """Record the request as failed after ``tries`` more attempts (earlier ones counted too).
+
+        One warning line; with ``traceback`` (called while handling the spider's exception) its
+        traceback follows at INFO, so ``-v`` shows it and a normal run stays one line per failure.
+        """
         self.stats.inc("failed")
         self.stats.inc(f"failed:{kind}")
         if counter:
             self.stats.inc(counter)
-        logger.warning(
-            "failed %s after %d attempt(s): %s", lease.request.url, lease.attempts + tries, error, exc_info=traceback
-        )
+        logger.warning("failed %s after %d attempt(s): %s", lease.request.url, lease.attempts + tries, error)
+        if traceback:
+            logger.info("where %s failed:", lease.request.url, exc_info=True)
         return Completion(lease, tries, error, kind)
 
     def _run_callback(self, lease: Lease, callback: Callable[..., Any], response: Response) -> Completion:
@@ -209,7 +213,7 @@ class LeaseProcessor:
             # whole or not at all, so a later retry of the failed page cannot duplicate them.
             # (KeyboardInterrupt is only ever raised in the main thread, never here.)
             return self._fail(
-                lease, 1, f"callback {name} raised {type(error).__name__}: {error}", "CallbackError",
+                lease, 1, f"callback {self.spider.name}.{name} raised {type(error).__name__}: {error}", "CallbackError",
                 "callback_errors", traceback=True,
             )
         if response.undecodable:

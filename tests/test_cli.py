@@ -406,3 +406,63 @@ def test_a_failed_login_exits_1_and_says_nothing_was_lost(tmp_path: Path) -> Non
         assert "$CRAWLER_TEST_PASSWORD" in env_result.stderr and "not-it" not in env_result.stderr
         assert "Nothing was lost" in env_result.stderr
         assert site.counters.failed_logins == 1
+
+
+FAULTY_SPIDER = """
+from crawler import Request, Spider
+
+
+class FaultySpider(Spider):
+    name = "faulty"
+    start_url = ""
+    fail_at_start = False
+
+    def start_requests(self):
+        yield Request(self.start_url + "/links/target/1", callback=self.parse)
+        if self.fail_at_start:
+            raise ValueError("no more start URLs today")
+        yield Request(self.start_url + "/links/target/2", callback="no_such_method")
+        yield Request(self.start_url + "/links/target/3", callback=self.parse)
+
+    def parse(self, response):
+        if response.url.endswith("/3"):
+            raise KeyError("price")
+        yield {"url": response.url}
+"""
+
+
+def faulty_project(folder: Path, site: PracticeSite, *, fail_at_start: bool) -> None:
+    project(
+        folder,
+        f"""
+        [[spiders]]
+        spider = "faulty"
+        args = {{ start_url = "{site.url}", fail_at_start = {str(fail_at_start).lower()} }}
+
+        [robots]
+        obey = false
+        """,
+    )
+    (folder / "spiders" / "faulty.py").write_text(FAULTY_SPIDER, encoding="utf-8")
+
+
+def test_a_start_requests_that_raises_is_one_line_naming_the_spider_and_exit_1(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        faulty_project(tmp_path, site, fail_at_start=True)
+        result = crawler_cli("run", "config.toml", cwd=tmp_path)
+    lines = assert_clean_failure(result, 1)
+    assert lines == ["crawler: spider faulty: start_requests raised ValueError: no more start URLs today"]
+
+
+def test_a_missing_callback_and_a_raising_one_are_one_line_each_naming_spider_callback_and_url(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        faulty_project(tmp_path, site, fail_at_start=False)
+        result = crawler_cli("run", "config.toml", cwd=tmp_path)
+        verbose = crawler_cli("run", "config.toml", "--fresh", "-v", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    warnings = [line for line in result.err.splitlines() if "failed " in line]
+    assert len(warnings) == 2, result.err
+    assert any(f"{site.url}/links/target/2" in line and "spider faulty has no callback 'no_such_method'" in line for line in warnings)
+    assert any(f"{site.url}/links/target/3" in line and "callback faulty.parse raised KeyError: 'price'" in line for line in warnings)
+    assert "Traceback" in verbose.err  # -v shows where the callback failed

@@ -138,12 +138,9 @@ def run_to_end(folder: Path, *args: str, log: str, timeout: float = 120.0) -> Cl
     return run
 
 
-CALLBACK_ERROR = re.compile(r"failed \S+ after \d+ attempt\(s\): callback \w+ raised ")
-
-
 def assert_no_crash(err: str, context: str) -> None:
-    """No traceback on stderr but those the crawl logs for a spider's failing callback."""
-    assert err.count("Traceback") == len(CALLBACK_ERROR.findall(err)), f"{context}\nstderr:\n{err}"
+    """No traceback on stderr: a spider's failing callback is one line (its traceback only with -v)."""
+    assert "Traceback" not in err, f"{context}\nstderr:\n{err}"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -593,7 +590,7 @@ def test_a_crashing_callback_records_its_pages_as_failed_and_every_other_item_is
     ), failed
     assert (counts.done, counts.failed, counts.queued, counts.in_flight) == (PAGES - 3, 3, 0, 0), counts
     logged = "".join(path.read_text(encoding="utf-8") for path in sorted((folder / "logs").glob("*.err")))
-    logged_ids = set(re.findall(r"failed \S*/product/(\d+) after 1 attempt\(s\): callback parse_product raised", logged))
+    logged_ids = set(re.findall(r"failed \S*/product/(\d+) after 1 attempt\(s\): callback \w+\.parse_product raised", logged))
     assert logged_ids == {str(product_id) for product_id in FAILING_IDS}, logged
     assert f"this crawl is already finished ({PAGES - 3} pages, {PRODUCTS - 3} items, 3 failed)" in again.err()
 
