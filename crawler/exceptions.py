@@ -21,6 +21,7 @@
         ├── HTTPStatusError    the server answered with a status the crawl treats as an error
         └── InvalidRequest     the request can never succeed as written (bad URL, TLS refused)
             ├── TLSError           the TLS handshake failed (untrusted certificate, wrong host)
+            ├── InvalidRedirect    a redirect without a usable Location (malformed, not http(s))
             ├── TooManyRedirects   a redirect loop, or a chain longer than the limit
             └── ResponseTooLarge   a body over the size limit (cut off while streaming)
 
@@ -159,6 +160,10 @@ class InvalidRequest(FetchError):
 class TLSError(InvalidRequest):
     """The TLS handshake failed: a certificate not trusted or not for the host, or no common
     protocol. It does not fix itself between retries."""
+
+
+class InvalidRedirect(InvalidRequest):
+    """A redirect whose Location is missing, cannot be read one way only, or is not http(s)."""
 
 
 class TooManyRedirects(InvalidRequest):

@@ -363,8 +363,8 @@ def test_redirects_go_to_the_host_their_normal_form_names(crawl, group: Group, l
                     token_hosts=[f"127.0.0.2:{group.port}"])
     problems = wrong_turns(cases, group, lookups)
     malformed = sum(case.expected is None for case in cases)
-    if crawled.stats.get("failed:InvalidRequest", 0) != malformed:
-        problems.append(f"failed:InvalidRequest is {crawled.stats.get('failed:InvalidRequest', 0)}, not {malformed}")
+    if crawled.stats.get("failed:InvalidRedirect", 0) != malformed:
+        problems.append(f"failed:InvalidRedirect is {crawled.stats.get('failed:InvalidRedirect', 0)}, not {malformed}")
     assert problems == [], "\n".join(problems)
 
 

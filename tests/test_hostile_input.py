@@ -177,7 +177,7 @@ def assert_failed_once(crawled: Crawled, caplog: pytest.LogCaptureFixture, url: 
     pytest.param("/hostile/stall", limits(), "ReadTimeout", id="stall"),
     pytest.param("/redirect-loop", limits(), "TooManyRedirects", id="redirect-loop"),
     pytest.param("/redirect-chain/4", limits(max_redirects=3), "TooManyRedirects", id="redirect-chain"),
-    pytest.param("/redirect?to=ftp://x/", limits(), "InvalidRequest", id="redirect-to-ftp"),
+    pytest.param("/redirect?to=ftp://x/", limits(), "InvalidRedirect", id="redirect-to-ftp"),
     pytest.param("/hostile/cut?size=5000&sent=1000", limits(), "ConnectionLost", id="cut"),
     pytest.param("/hostile/bad-status", limits(), "ConnectionLost", id="bad-status-line"),
     pytest.param("/hostile/bad-status?kind=long", limits(), "ConnectionLost", id="status-line-too-long"),

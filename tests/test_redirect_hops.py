@@ -194,3 +194,21 @@ def test_a_logged_out_redirect_to_a_login_page_on_another_origin_logs_in_again(s
     assert [received.path for received in login_host.requests] == ["/login", "/login"]
     # The login page was never queued and fetched as a page of the crawl.
     assert report.stats.get("redirects:requeued", 0) == 0
+
+
+@pytest.mark.parametrize(
+    "location",
+    [b"/caf\xe9\xff/page", b"http://[::1", b"http://127.0.0.2:99999/", b"ftp://127.0.0.2/file"],
+    ids=["raw-non-utf8-bytes", "ipv6-without-bracket", "port-99999", "ftp"],
+)
+def test_an_unusable_location_fails_its_request_as_an_invalid_redirect(
+    crawl, location: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Recorder("127.0.0.2", robots="") as site:
+        site.redirect("/jump", location)
+        crawled = crawl([site.url_for("/jump"), site.url_for("/fine")])
+    assert crawled.stats.get("failed:InvalidRedirect") == 1
+    assert "internal_errors" not in crawled.stats
+    assert crawled.urls() == {site.url_for("/fine")}
+    failures = [record for record in caplog.records if "/jump" in record.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is None  # one line, no traceback

@@ -259,7 +259,7 @@ class Fetcher:
                     response = Response(raw.url, raw.status_code, raw.headers, body, request)
                     return _Sent(response, tokens, chain_generation)
                 self._read_body(raw, request, deadline)  # drain it, so the connection can be reused
-                previous, hop = hop, next_hop(hop, raw, session, request)
+                previous, hop = hop, next_hop(hop, raw, request)
             except requests.RequestException as error:
                 raise translate_error(error, request) from error
             finally:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..exceptions import InvalidRequest, MalformedURL
+from ..exceptions import InvalidRedirect, MalformedURL
 from ..request import Request
 from ..urls import WEB_SCHEMES, normalize_url, scheme_of
 
@@ -61,17 +61,22 @@ def origin(url: str) -> tuple[str, str | None, int | None]:
     return parts.scheme, parts.hostname, parts.port
 
 
-def next_hop(hop: Hop, response: requests.Response, session: requests.Session, request: Request) -> Hop:
+def next_hop(hop: Hop, response: requests.Response, request: Request) -> Hop:
     """The hop a redirect response points to, with method, body and headers adjusted."""
-    location = session.get_redirect_target(response)
+    location = response.headers.get("Location")
     if not location:
-        raise InvalidRequest(f"redirect without a Location from {hop.url}", request)
+        raise InvalidRedirect(f"redirect without a Location from {hop.url}", request)
+    try:
+        # http.client reads header bytes as Latin-1; a Location is UTF-8 (RFC 3986 §3.2.2).
+        location = location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise InvalidRedirect(f"redirect from {hop.url} to a Location that is not UTF-8", request) from None
     try:
         url = normalize_url(location, hop.url)
     except MalformedURL as error:
-        raise InvalidRequest(f"redirect from {hop.url} to a malformed URL: {error}", request) from None
+        raise InvalidRedirect(f"redirect from {hop.url} to a malformed URL: {error}", request) from None
     if scheme_of(url) not in WEB_SCHEMES:
-        raise InvalidRequest(f"redirect to a non-HTTP URL: {url[:200]}", request)
+        raise InvalidRedirect(f"redirect to a non-HTTP URL: {url[:200]}", request)
     method, body, headers = hop.method, hop.body, dict(hop.headers)
     # What browsers do, and RFC 9110 allows: 303 always, and 301/302 after a POST, become GET.
     if (response.status_code == 303 and method != "HEAD") or (
