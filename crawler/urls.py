@@ -82,6 +82,10 @@ def _normalized(text: str) -> str:
     if "@" in authority:
         raise MalformedURL(text, "userinfo")
     host, port = _split_port(authority)
+    # DNS's limits, which ada does not apply but urllib3 does when it sends: a longer name is a
+    # request that can never be made, so it is malformed here, not a failure there.
+    if len(host) > 253 or any(len(label) > 63 for label in host.split(".")):
+        raise MalformedURL(text, "host name too long")
     if host.endswith("."):
         host = host[:-1]
         if not host or host.endswith("."):
