@@ -166,6 +166,7 @@ def _host_lines(hosts: Mapping[str, Mapping[str, float | None]]) -> list[str]:
 
 _REASON_TITLES = {
     "failed": "Failed",
+    "status": "Failed by HTTP status",
     "filtered": "Filtered",
     "refused": "Refused",
     "skipped": "Skipped",

@@ -8,7 +8,7 @@ from collections import Counter
 
 
 #: The families of counts by reason: requests dropped or not fetched, and inputs that were bad.
-REASONS = ("failed:", "filtered:", "refused:", "skipped:", "malformed:", "robots:", "redirects:")
+REASONS = ("failed:", "status:", "filtered:", "refused:", "skipped:", "malformed:", "robots:", "redirects:")
 
 
 def reason_counts(snapshot: dict[str, int]) -> dict[str, int]:

@@ -101,7 +101,7 @@ class LeaseProcessor:
             return self._retry_or_fail(lease, error)
         sent.record(time.monotonic() - started, ok=response.status < 400)
         if response.status >= 400 and response.status not in self.spider.handle_statuses:
-            return self._fail(lease, 1, f"HTTP {response.status}", "HTTPStatusError")
+            return self._fail(lease, 1, f"HTTP {response.status}", "HTTPStatusError", status=response.status)
         self.stats.inc("pages")
         return self._run_callback(lease, callback, response)
 
@@ -141,7 +141,8 @@ class LeaseProcessor:
         if isinstance(error, HTTPStatusError) and error.status in _PAUSING_STATUSES:
             self._pause_host(lease, error, wait)
         if wait is None:
-            return self._fail(lease, 1, str(error), type(error).__name__)
+            status = error.status if isinstance(error, HTTPStatusError) else None
+            return self._fail(lease, 1, str(error), type(error).__name__, status=status)
         self.stats.inc("retries")
         logger.debug("retrying %s in %.2fs after attempt %d: %s", lease.request.url, wait, attempts, error)
         return Completion(lease, 1, str(error), type(error).__name__, retry_at=time.time() + wait)
@@ -167,14 +168,18 @@ class LeaseProcessor:
         counter: str | None = None,
         *,
         traceback: bool = False,
+        status: int | None = None,
     ) -> Completion:
         """Record the request as failed after ``tries`` more attempts (earlier ones counted too).
 
         One warning line; with ``traceback`` (called while handling the spider's exception) its
         traceback follows at INFO, so ``-v`` shows it and a normal run stays one line per failure.
+        A failure by HTTP ``status`` is also counted by it: a 404 and a 503 ask different things.
         """
         self.stats.inc("failed")
         self.stats.inc(f"failed:{kind}")
+        if status is not None:
+            self.stats.inc(f"status:{status}")
         if counter:
             self.stats.inc(counter)
         logger.warning("failed %s after %d attempt(s): %s", lease.request.url, lease.attempts + tries, error)

@@ -588,8 +588,14 @@ def test_status_shows_filtered_counts_and_the_host_table(site: PracticeSite, tmp
     (tmp_path / "spiders" / "hops.py").write_text(HOPS_SPIDER)
     args = {
         "start": [f"{site.url}/links?n=0"],
-        # Followed (depth 1): a page of 12 links (each at depth 2: filtered), a 404, three off-site links.
-        "links": [f"{site.url}/links?n=12", f"{site.url}/status/404", *(f"http://off{n}.example/" for n in range(3))],
+        # Followed (depth 1): a page of 12 links (each at depth 2: filtered), a 404, a 410, three
+        # off-site links.
+        "links": [
+            f"{site.url}/links?n=12",
+            f"{site.url}/status/404",
+            f"{site.url}/status/410",
+            *(f"http://off{n}.example/" for n in range(3)),
+        ],
         "follow_deeper": True,
     }
     arg_text = ", ".join(f"{key} = {json.dumps(value)}" for key, value in args.items())
@@ -603,11 +609,12 @@ def test_status_shows_filtered_counts_and_the_host_table(site: PracticeSite, tmp
     status = status_cli(tmp_path)
     assert status.returncode == 0, status.stderr
     lines = [line.strip() for line in status.stdout.splitlines()]
-    assert any(line.startswith("hops: finished; 2 done, 0 queued, 0 in flight, 1 failed,") for line in lines), lines
+    assert any(line.startswith("hops: finished; 2 done, 0 queued, 0 in flight, 2 failed,") for line in lines), lines
     assert "Filtered: depth 12, offsite 3" in lines
-    assert "Failed: HTTPStatusError 1" in lines
-    # Three requests reached the host: the start page, the page of links and the 404.
-    assert f"Host 127.0.0.1:{site.port}: 3 requests, 1 errors, delay 0.00s" in lines
+    assert "Failed: HTTPStatusError 2" in lines
+    assert "Failed by HTTP status: 404 1, 410 1" in lines  # one kind, told apart by status
+    # Four requests reached the host: the start page, the page of links, the 404 and the 410.
+    assert f"Host 127.0.0.1:{site.port}: 4 requests, 2 errors, delay 0.00s" in lines
 
 
 def test_status_says_a_crawl_stopped_by_max_pages_is_finished(
