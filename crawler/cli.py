@@ -1,7 +1,8 @@
 """``crawler``: run, check and list the crawls a config.toml describes, and inspect their checkpoint.
 
 Exit codes: 0 done (or already finished), 1 the run failed, 2 the config or command line is wrong,
-3 the checkpoint cannot be used (in use, not a checkpoint, for other spiders, newer, disk full),
+3 the crawl's files cannot be used: the checkpoint (in use, not a checkpoint, damaged, for other
+spiders, newer) or a write to it or to an output file failed (a full disk, permissions),
 130 the crawl was stopped (Ctrl-C or SIGTERM) and can be resumed by running the same command.
 """
 
@@ -17,7 +18,7 @@ from rich.logging import RichHandler
 
 from . import __version__
 from .config import Config, load_config
-from .exceptions import CheckpointError, ConfigError, CrawlerError, LoginFailed, OutputError
+from .exceptions import CheckpointError, CheckpointWriteFailed, ConfigError, CrawlerError, LoginFailed, OutputError
 from .auth.setup import check_secrets, environment
 from .loader import load_spiders
 from .practice import PracticeSite
@@ -25,7 +26,7 @@ from .practice import PracticeSite
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
-EXIT_CHECKPOINT = 3
+EXIT_STORAGE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -140,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except (CheckpointError, OutputError) as error:
         err.print(f"crawler: {error}")
-        if "cannot write" in str(error):
+        if isinstance(error, (CheckpointWriteFailed, OutputError)):
             err.print("What was committed is safe: free some space (or fix permissions) and run the same command.")
-        return EXIT_CHECKPOINT if isinstance(error, CheckpointError) else EXIT_FAILED
+        return EXIT_STORAGE
     except LoginFailed as error:
         err.print(f"crawler: {error}")
         err.print("Nothing was lost: fix the login and run the same command to continue.")

@@ -5,7 +5,8 @@
     CrawlerError
     ├── ConfigError            the config file is missing, not TOML, or invalid (carries one line per problem)
     ├── CheckpointError        the checkpoint cannot be opened or written, is damaged, or is not ours
-    │   └── CheckpointInUse    another crawl holds it (``holder`` says which)
+    │   ├── CheckpointInUse    another crawl holds it (``holder`` says which)
+    │   └── CheckpointWriteFailed  a write to it failed (disk full); what was committed stays
     ├── OutputError            an output file cannot be written (disk full, permissions)
     ├── LoginFailed            logging in did not work; the crawl stops rather than loop
     │   └── LoginInterrupted   a login that did not complete (site error, revoked meanwhile): tried again
@@ -63,6 +64,11 @@ class CheckpointInUse(CheckpointError):
 
     def __str__(self) -> str:
         return f"{self.path}: checkpoint is in use by another crawl ({self.holder})"
+
+
+class CheckpointWriteFailed(CheckpointError):
+    """A write to the checkpoint failed (a full disk, say); the failed transaction was rolled
+    back, so what was committed before stays, and running again goes on from there."""
 
 
 class OutputError(CrawlerError):

@@ -196,9 +196,10 @@ def test_a_full_disk_stops_the_crawl_cleanly_and_loses_nothing(tmp_path: Path) -
     with PracticeSite(products=1000) as site:
         write_project(tmp_path, site)
         full = cli(tmp_path, "run", "config.toml", preexec_fn=limit_file_size)
-        assert full.returncode in (1, 3), full.stderr
+        # The checkpoint or the output file may fill up first: either way, the crawl's files (3).
+        assert full.returncode == 3, full.stderr
         assert "Traceback" not in full.stderr
-        assert "cannot write" in full.stderr
+        assert "cannot write" in full.stderr and "What was committed is safe" in full.stderr
         items_then = len((tmp_path / "output" / "products.jsonl").read_text().splitlines())
         assert items_then < 1000
 

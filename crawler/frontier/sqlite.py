@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from ..exceptions import CheckpointError, CheckpointInUse
+from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed
 from ..items import RejectedItem
 from ..request import Request, fingerprint, host_key
 from .base import (
@@ -223,7 +223,7 @@ def _checkpoint_errors(method: Callable[P, R]) -> Callable[P, R]:
         except sqlite3.Error as error:
             frontier = args[0]
             assert isinstance(frontier, SQLiteFrontier)
-            raise CheckpointError(f"{frontier.path}: cannot write the checkpoint: {error}") from None
+            raise CheckpointWriteFailed(f"{frontier.path}: cannot write the checkpoint: {error}") from None
 
     return translated
 
