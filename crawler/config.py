@@ -44,6 +44,9 @@ class HttpConfig(_Section):
     user_agent: str = Field(f"crawler/{__version__}", min_length=1)
     """Sent with every request."""
     max_redirects: int = Field(10, ge=0)
+    max_host_pools: int = Field(1024, ge=1, le=1_000_000)
+    """Hosts each worker keeps an open connection to. A crawl of more hosts evicts the least
+    recently used (counted as pool evictions): each is a reconnect, not an error."""
     max_body_size: int = Field(16 * 1024 * 1024, gt=0)
     """Bytes; a larger response is refused (and the request failed) instead of read into memory."""
     verify_tls: StrictBool = True

@@ -125,6 +125,11 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
         f"connections ({report.requests_per_connection:.1f} per connection) from {report.sessions} "
         f"sessions; {stats.get('pool_discards', 0)} pool discards, {stats.get('pool_evictions', 0)} pool evictions"
     )
+    if stats.get("pool_evictions"):
+        console.print(
+            f"Pool evictions: the crawl visited more hosts than the {report.host_pools} each worker keeps a "
+            "connection to (http.max_host_pools, within the open-file limit); each eviction is a reconnect"
+        )
     auth_counts = (
         "logins", "relogins", "login_retries", "token_refreshes", "replayed_requests", "stale_cookies_ignored",
         "cookie_warnings", "header_overrides", "credential_headers",

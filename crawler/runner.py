@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import random
+import resource
 import signal
 import socket
 import threading
@@ -14,7 +15,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, ContextManager, Protocol
-from urllib.parse import urlsplit
 
 import requests
 
@@ -49,6 +49,7 @@ class RunReport:
     interrupted: bool
     sessions: int
     requests_per_connection: float
+    host_pools: int = 0  # hosts each worker's session keeps a connection to (see PoolSizing)
 
     @property
     def hosts(self) -> dict[str, dict[str, Any]]:
@@ -129,10 +130,6 @@ def _robots(config: Config, fetcher: Fetcher, stats: Stats) -> RobotsCache | Non
         recheck_unavailable=config.robots.recheck_unavailable,
         max_crawl_delay=config.robots.max_crawl_delay,
     )
-
-
-def _known_hosts(spider: Spider) -> int:
-    return len({urlsplit(url).netloc for url in spider.start_urls})
 
 
 @contextlib.contextmanager
@@ -259,10 +256,11 @@ def run_crawl(
         interrupted=stop.graceful.is_set(),
         sessions=run.sessions_opened,
         requests_per_connection=stats.requests_per_connection(),
+        host_pools=pool_sizing(config).hosts,
     )
 
 
-def _session_factory(config: Config, spider: Spider, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
+def _session_factory(config: Config, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
     ca_bundle = config.http.ca_bundle
     verify: bool | str = config.http.verify_tls
     if ca_bundle is not None and verify:
@@ -270,7 +268,14 @@ def _session_factory(config: Config, spider: Spider, stats: Stats) -> Callable[[
     settings = SessionSettings(
         user_agent=config.http.user_agent, max_redirects=config.http.max_redirects, verify=verify
     )
-    return make_session_factory(settings, PoolSizing.for_load(_known_hosts(spider)), stats)
+    return make_session_factory(settings, pool_sizing(config), stats)
+
+
+def pool_sizing(config: Config) -> PoolSizing:
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if open_files == resource.RLIM_INFINITY:
+        open_files = config.http.max_host_pools * config.crawl.workers
+    return PoolSizing.for_crawl(config.crawl.workers, config.http.max_host_pools, open_files)
 
 
 def _forget(config: Config, checkpoint: Checkpoint, spider: str) -> None:
@@ -283,7 +288,7 @@ def _forget(config: Config, checkpoint: Checkpoint, spider: str) -> None:
 def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
     config, stats = run.config, run.stats
     output_path = config.output_path(spider.name)
-    new_session = _session_factory(config, spider, stats)
+    new_session = _session_factory(config, stats)
     spider_auth = build_spider_auth(config, index, spider, stats, run.environ, new_session)
     sessions = SessionRegistry(lambda: new_session(spider_auth.cookies))
     timeout = config.http.timeout

@@ -211,7 +211,7 @@ def test_tokens_and_logins_leave_session_headers_alone(site: PracticeSite, crede
     from crawler.stats import Stats
 
     stats = Stats()
-    factory = make_session_factory(SessionSettings("test-agent", 10, True), PoolSizing.for_load(1), stats)
+    factory = make_session_factory(SessionSettings("test-agent", 10, True), PoolSizing(hosts=9), stats)
     jar = CrawlCookieJar()
     sessions = SessionRegistry(lambda: factory(jar))
     bearer = BearerToken(

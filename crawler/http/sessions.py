@@ -30,7 +30,7 @@ from ..stats import Stats
 class PoolSizing:
     """Connection pool sizes for one worker's session.
 
-    ``hosts``: how many host pools to keep (one per host the crawl visits).
+    ``hosts``: how many host pools to keep (one per host the crawl visits, up to this many).
     ``connections_per_host``: connections kept per host; a session serves one request at a time.
     """
 
@@ -38,9 +38,18 @@ class PoolSizing:
     connections_per_host: int = 1
 
     @classmethod
-    def for_load(cls, hosts: int) -> PoolSizing:
-        # Headroom for hosts found by following redirects or links, which the config cannot know.
-        return cls(hosts=max(1, hosts) + 8)
+    def for_crawl(cls, workers: int, max_hosts: int, open_files: int) -> PoolSizing:
+        """A pool for every host the crawl visits, up to ``max_hosts``: pools are made as hosts
+        are met, so a large bound costs nothing until it is used. W workers on H hosts then
+        keep W x H connections and evict none, as long as the open-file limit lets them: each
+        kept connection is an open socket, and ``open_files`` is the process's limit."""
+        by_files = (open_files - _FILES_KEPT_FREE) // max(1, workers)
+        return cls(hosts=max(1, min(max_hosts, by_files)))
+
+
+# Open files left for everything but pooled connections: the checkpoint, output files, logs,
+# sockets being opened, the practice site's own sockets when it is served.
+_FILES_KEPT_FREE = 256
 
 
 def _counting_pool_classes(stats: Stats) -> dict[str, type[HTTPConnectionPool]]:
