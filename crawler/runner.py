@@ -216,6 +216,7 @@ class _Run:
     stop: StopSignal
     reporter: Reporter
     environ: Mapping[str, str]
+    pools: PoolSizing
     sessions_opened: int = 0
 
 
@@ -236,7 +237,7 @@ def run_crawl(
         _practice_site(config) as demo_account,
         _signals_stop(stop, reporter),
     ):
-        run = _Run(config, checkpoint, stats, stop, reporter, environment(config, demo_account))
+        run = _Run(config, checkpoint, stats, stop, reporter, environment(config, demo_account), _pool_sizing(config))
         check_secrets(config, run.environ)
         if fresh:
             # Every spider now, before crawling any: a --fresh run stopped half-way and resumed
@@ -256,11 +257,11 @@ def run_crawl(
         interrupted=stop.graceful.is_set(),
         sessions=run.sessions_opened,
         requests_per_connection=stats.requests_per_connection(),
-        host_pools=pool_sizing(config).hosts,
+        host_pools=run.pools.hosts,
     )
 
 
-def _session_factory(config: Config, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
+def _session_factory(config: Config, pools: PoolSizing, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
     ca_bundle = config.http.ca_bundle
     verify: bool | str = config.http.verify_tls
     if ca_bundle is not None and verify:
@@ -268,10 +269,10 @@ def _session_factory(config: Config, stats: Stats) -> Callable[[CrawlCookieJar],
     settings = SessionSettings(
         user_agent=config.http.user_agent, max_redirects=config.http.max_redirects, verify=verify
     )
-    return make_session_factory(settings, pool_sizing(config), stats)
+    return make_session_factory(settings, pools, stats)
 
 
-def pool_sizing(config: Config) -> PoolSizing:
+def _pool_sizing(config: Config) -> PoolSizing:
     open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if open_files == resource.RLIM_INFINITY:
         open_files = config.http.max_host_pools * config.crawl.workers
@@ -288,7 +289,7 @@ def _forget(config: Config, checkpoint: Checkpoint, spider: str) -> None:
 def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
     config, stats = run.config, run.stats
     output_path = config.output_path(spider.name)
-    new_session = _session_factory(config, stats)
+    new_session = _session_factory(config, run.pools, stats)
     spider_auth = build_spider_auth(config, index, spider, stats, run.environ, new_session)
     sessions = SessionRegistry(lambda: new_session(spider_auth.cookies))
     timeout = config.http.timeout
