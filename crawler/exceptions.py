@@ -147,6 +147,12 @@ class ConnectionLost(TransportError):
     """The connection broke after the request may have reached the server."""
 
 
+class BrokenFraming(ConnectionLost):
+    """The server sent bytes past the end of a response on a connection that had served an
+    earlier one, so the response cannot be told from the tail of that earlier one. The
+    connection was closed; the request is tried again like any lost connection."""
+
+
 class HTTPStatusError(FetchError):
     """The server answered with an error status.
 

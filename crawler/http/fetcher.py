@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import DecodeError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from .. import exceptions as exc
 from ..auth.cookies import CookieAudit, CrawlCookieJar
@@ -42,6 +42,7 @@ from ..retry import parse_retry_after
 from ..stats import Stats
 from ..urls import scheme_of
 from .redirects import CREDENTIAL_HEADERS, Hop, next_hop, origin
+from .framing import ExchangeTimeout, IncompleteHeaders, UntrustedResponse
 from .sessions import SessionRegistry, exchange, prepare
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def translate_error(error: requests.RequestException, request: Request) -> exc.F
             return exc.ConnectError(f"cannot connect: {cause}", request)
         if isinstance(cause, ReadTimeoutError):  # raised while streaming the body
             return exc.ReadTimeout(f"read timeout: {cause}", request)
+        if isinstance(cause, ProtocolError) and isinstance(cut := cause.args[-1], IncompleteHeaders):
+            return exc.ConnectionLost(f"connection lost: {cut}", request)
     return exc.ConnectionLost(f"connection lost: {text}", request)
 
 
@@ -301,7 +304,7 @@ class Fetcher:
         self.stats.inc("http_requests")
         read_timeout = min(self.timeouts.read, deadline - time.monotonic())
         if read_timeout <= 0:
-            raise exc.ReadTimeout(f"read timeout: no response within {self.timeouts.total:g}s in all", request)
+            raise exc.ReadTimeout(self._past_total(), request)
         jar = self.auth.cookies
         generation = jar.generation
         try:
@@ -310,8 +313,10 @@ class Fetcher:
                 cookie, generation = jar.header_for(prepared)
                 if cookie:
                     prepared.headers["Cookie"] = cookie
-            raw = exchange(session, prepared, (self.timeouts.connect, read_timeout))
+            raw = exchange(session, prepared, ExchangeTimeout(self.timeouts.connect, read_timeout, deadline))
         except requests.RequestException as error:
+            if time.monotonic() >= deadline:
+                raise exc.ReadTimeout(self._past_total(), request) from error
             raise translate_error(error, request) from error
         set_cookies = raw.raw.headers.getlist("Set-Cookie") if raw.raw is not None else []
         if set_cookies:
@@ -325,27 +330,31 @@ class Fetcher:
         self, raw: requests.Response, request: Request, deadline: float, cut_at: int | None = None
     ) -> bytes:
         """Stream the body in, refusing more than ``max_body_size`` bytes (or cutting it at
-        ``cut_at``) instead of filling memory, and giving up at the deadline, so a body that
-        never ends cannot hold a worker forever."""
+        ``cut_at``) instead of filling memory. The connection gives up at the deadline, so a
+        body that never ends cannot hold a worker forever."""
         limit = cut_at if cut_at is not None else self.max_body_size
         declared = raw.headers.get("Content-Length", "")
         if cut_at is None and declared.isdigit() and int(declared) > limit:
             raise exc.ResponseTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", request)
         chunks = []
         size = 0
-        for chunk in _stream(raw, request):
-            size += len(chunk)
-            if size > limit:
-                if cut_at is not None:
-                    chunks.append(chunk[: len(chunk) - (size - limit)])
-                    break
-                raise exc.ResponseTooLarge(f"body exceeds the limit of {limit} bytes", request)
-            chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise exc.ReadTimeout(
-                    f"read timeout: the response took more than {self.timeouts.total:g}s in all", request
-                )
+        try:
+            for chunk in _stream(raw, request):
+                size += len(chunk)
+                if size > limit:
+                    if cut_at is not None:
+                        chunks.append(chunk[: len(chunk) - (size - limit)])
+                        break
+                    raise exc.ResponseTooLarge(f"body exceeds the limit of {limit} bytes", request)
+                chunks.append(chunk)
+        except exc.ReadTimeout:
+            if time.monotonic() >= deadline:
+                raise exc.ReadTimeout(self._past_total(), request) from None
+            raise
         return b"".join(chunks)
+
+    def _past_total(self) -> str:
+        return f"read timeout: the response took more than http.timeout.total ({self.timeouts.total:g}s) in all"
 
     def _discard(self, raw: requests.Response, request: Request, deadline: float) -> None:
         """Drop a body nobody wants: drained if small (the connection stays usable), else the
@@ -407,11 +416,9 @@ class _Sent:
 
 
 def _stream(raw: requests.Response, request: Request) -> Iterator[bytes]:
-    """The body's chunks (decompressed) as they arrive.
-
-    ``read1``, not requests' ``iter_content``: that waits for each chunk to fill, so a body that
-    trickles in a byte at a time would never reach the deadline check between chunks.
-    """
+    """The body's chunks (decompressed) as they arrive, so the size limit is checked as they
+    come (``read1``, not requests' ``iter_content``, which waits for each chunk to fill). The
+    connection's reads end at the exchange's deadline (see ``crawler.http.framing``)."""
     reader = raw.raw
     while True:
         try:
@@ -420,6 +427,10 @@ def _stream(raw: requests.Response, request: Request) -> Iterator[bytes]:
             raise exc.ReadTimeout(f"read timeout: {error}", request) from error
         except DecodeError as error:
             raise exc.InvalidRequest(f"cannot decode the body: {error}", request) from error
+        except ProtocolError as error:
+            if isinstance(untrusted := error.args[-1], UntrustedResponse):
+                raise exc.BrokenFraming(f"broken framing: {untrusted}", request) from error
+            raise exc.ConnectionLost(f"connection lost: {error}", request) from error
         except (HTTPError, OSError) as error:
             raise exc.ConnectionLost(f"connection lost: {error}", request) from error
         if not chunk:

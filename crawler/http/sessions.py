@@ -10,6 +10,7 @@ silent costs that otherwise only show up as a debug log line.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,10 +21,14 @@ from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar
 from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from ..stats import Stats
+from .framing import BrokenFraming, ExchangeTimeout, checked_connection_classes, deadline_of
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +57,20 @@ class PoolSizing:
 _FILES_KEPT_FREE = 256
 
 
-def _counting_pool_classes(stats: Stats) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pool classes that count new and discarded connections into ``stats``."""
+ConnectionClasses = tuple[type[HTTPConnection], type[HTTPSConnection]]
+
+
+def _counting_pool_classes(stats: Stats, connections: ConnectionClasses) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pool classes that count discarded connections into ``stats``, and make
+    ``connections`` (plain, TLS), which check the framing of every response."""
+    plain, tls = connections
 
     class CountingPool(HTTPConnectionPool):
-        def _new_conn(self) -> Any:
-            stats.inc("connections_opened")
-            return super()._new_conn()
+        ConnectionCls = plain
+
+        def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            conn.exchange_deadline = deadline_of(kwargs.get("timeout"))
+            return super()._make_request(conn, method, url, *args, **kwargs)
 
         def _put_conn(self, conn: Any) -> None:
             # urllib3 closes a returned connection when the pool is already full; count it so an
@@ -68,7 +80,7 @@ def _counting_pool_classes(stats: Stats) -> dict[str, type[HTTPConnectionPool]]:
             super()._put_conn(conn)
 
     class CountingHTTPSPool(CountingPool, HTTPSConnectionPool):
-        pass
+        ConnectionCls = tls
 
     return {"http": CountingPool, "https": CountingHTTPSPool}
 
@@ -76,8 +88,8 @@ def _counting_pool_classes(stats: Stats) -> dict[str, type[HTTPConnectionPool]]:
 class CountingAdapter(HTTPAdapter):
     """An HTTPAdapter with no retries of its own and pools that count their connections."""
 
-    def __init__(self, sizing: PoolSizing, stats: Stats) -> None:
-        self._pool_classes = _counting_pool_classes(stats)
+    def __init__(self, sizing: PoolSizing, stats: Stats, connections: ConnectionClasses) -> None:
+        self._pool_classes = _counting_pool_classes(stats, connections)
         self._stats = stats
         self._closing = False
         # Retries belong to the fetcher alone, so attempt counts are exact: none here.
@@ -116,11 +128,14 @@ def make_session_factory(
     settings: SessionSettings, sizing: PoolSizing, stats: Stats
 ) -> Callable[[RequestsCookieJar], requests.Session]:
     """Tuned sessions that keep their cookies in the jar they are given (workers share one)."""
+    # One set of connection classes for all of a crawl's sessions, so a host that broke framing
+    # is known as such to every worker.
+    connections = checked_connection_classes(_framing_reporter(stats), lambda: stats.inc("connections_opened"))
 
     def build(cookies: RequestsCookieJar) -> requests.Session:
         session = requests.Session()
         session.cookies = cookies
-        adapter = CountingAdapter(sizing, stats)
+        adapter = CountingAdapter(sizing, stats, connections)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = settings.user_agent
@@ -132,6 +147,28 @@ def make_session_factory(
         return session
 
     return build
+
+
+def _framing_reporter(stats: Stats) -> BrokenFraming:
+    """Counts each connection closed for bytes past a response's end, and warns once per host:
+    a server that does it is broken, and any client that reused the connection would have
+    taken those bytes for the next page."""
+    warned: set[str] = set()
+    lock = threading.Lock()
+
+    def report(host: str) -> None:
+        stats.inc("malformed:framing")
+        with lock:
+            if host in warned:
+                return
+            warned.add(host)
+        logger.warning(
+            "%s sent bytes past the end of a response: the connection was closed instead of reused, "
+            "so they cannot pass for the next page (counted as malformed: framing)",
+            host,
+        )
+
+    return report
 
 
 def prepare(
@@ -156,9 +193,12 @@ def prepare(
     return prepared
 
 
-def exchange(session: requests.Session, prepared: requests.PreparedRequest, timeout: tuple[float, float]) -> requests.Response:
+def exchange(
+    session: requests.Session, prepared: requests.PreparedRequest, timeout: ExchangeTimeout | tuple[float, float]
+) -> requests.Response:
     """Send ``prepared`` once through the session's connection pools, and return as soon as the
-    headers are in (the body is streamed by the caller).
+    headers are in (the body is streamed by the caller). With an ``ExchangeTimeout`` every read,
+    headers and body, ends at its deadline.
 
     Below ``Session.send`` on purpose: no redirects followed, no proxies or CA bundles from the
     environment, and no cookies stored, so the caller decides which cookies an answer may set.
