@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urljoin
 
+from lxml import etree
 from parsel import Selector, SelectorList
 from requests.structures import CaseInsensitiveDict
 from w3lib.encoding import html_to_unicode
@@ -72,6 +73,21 @@ class Response:
         except (UnicodeDecodeError, LookupError):
             return True
         return False
+
+    @property
+    def truncated_by_depth(self) -> bool:
+        """Whether the parser gave up on the page's nesting: libxml2 builds no more than about
+        2,048 levels (with huge_tree, as parsel parses) and then stops, so the tree lacks what
+        was deeper and everything after it. False until the selector was built: an unparsed page
+        was never in question."""
+        if self._selector is None or self._selector.type not in ("html", "xml"):
+            return False
+        # The tree keeps the parser parsel made for this page alone, and with it that parse's
+        # errors, so nothing is parsed twice. With huge_tree libxml2's other resource limits (on
+        # a text's or a name's length) stand at a gigabyte: at page sizes this code means depth.
+        # The code, not the message, is what is checked.
+        parser = self._selector.root.getroottree().parser
+        return any(error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT for error in parser.error_log)
 
     @property
     def encoding(self) -> str:

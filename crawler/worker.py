@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -63,6 +64,7 @@ class LeaseProcessor:
         # where it may go is checked, not the link patterns or depth that chose the request.
         self.redirect_rules = CrawlRules(allowed_domains=rules.allowed_domains)
         self.validator = ItemValidator(spider.item_model)
+        self._first_too_deep = _Once()
 
     def process(self, lease: Lease) -> Completion | None:
         """The lease's outcome, or None if the crawl is stopping and the lease should go back.
@@ -224,6 +226,17 @@ class LeaseProcessor:
         if response.undecodable:
             self.stats.inc("malformed:encoding")
             logger.warning("%s has bytes that are not valid %s; they were replaced", response.url, response.encoding)
+        if response.truncated_by_depth:
+            self.stats.inc("malformed:too_deep")
+            # A site that nests this deep tends to do it on every page: one line says what
+            # happens, the count says how often.
+            if self._first_too_deep():
+                logger.warning(
+                    "%s nests elements deeper than the HTML parser goes (about 2,048 levels): it was "
+                    "parsed down to there only, and what lay deeper, and everything after it, is lost. "
+                    "Pages like it are counted as malformed:too_deep in the stats (this is said once)",
+                    response.url,
+                )
         self.stats.inc("items", len(items))
         self.stats.inc("rejected_items", len(rejected))
         return Completion(lease, 1, children=children, items=items, rejected=rejected)
@@ -241,6 +254,21 @@ class _Sent:
 
     def record(self, latency: float, ok: bool) -> None:
         self.latency, self.ok = latency, ok
+
+
+class _Once:
+    """True the first time it is called, False ever after, whichever worker thread calls."""
+
+    __slots__ = ("_called", "_lock")
+
+    def __init__(self) -> None:
+        self._called = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            first, self._called = not self._called, True
+            return first
 
 
 def checked_request(

@@ -4,7 +4,8 @@ problem by kind, and say which URL it was in one log line.
 Every crawl here also fetches a healthy page (``HEALTHY``) and checks its item arrived, so a
 problem that spoils more than its own page shows. Limits are small so the suite stays fast.
 
-A test marked ``xfail(strict=True)`` states a known limit and why it is there.
+A known limit is asserted as it is, with why it is there as the assertion's message: a test
+fails when the limit goes away, so the statement cannot go stale.
 """
 
 from __future__ import annotations
@@ -37,11 +38,8 @@ CRAWL_DEADLINE = 20.0  # seconds; each crawl here takes under two
 
 # Known limits, stated where a test meets them.
 DEPTH_LIMIT = ("lxml (libxml2) stops building the tree about 2,046 elements deep, even with "
-               "huge_tree: the deep text and the link below it are silently lost")
-
-
-def xfail(*reasons: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason="; ".join(reasons))
+               "huge_tree: the deep text, the link below it and the rest of the page are lost, "
+               "no longer silently (counted as malformed:too_deep, and warned about once)")
 
 
 def limits(*, max_body_size: int = MIB, read: float = 0.5, total: float | None = None,
@@ -330,12 +328,43 @@ def test_links_in_malformed_html_are_found_and_followed(site: PracticeSite, prob
     assert_healthy_page_fetched(crawled, site)
 
 
-@pytest.mark.parametrize("depth", [1000, pytest.param(100_000, marks=xfail(DEPTH_LIMIT))])
-def test_deeply_nested_html_is_parsed_to_the_bottom(site: PracticeSite, spider_crawl, depth: int) -> None:
-    url = f"{site.url}/hostile/nested?depth={depth}"
+def too_deep_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name.startswith("crawler") and record.levelno >= logging.WARNING
+            and "malformed:too_deep" in record.getMessage()]
+
+
+def test_deeply_nested_html_is_parsed_to_the_bottom(site: PracticeSite, spider_crawl,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    url = f"{site.url}/hostile/nested?depth=1000"
     crawled = spider_crawl(READER_SPIDER, [url, site.url + HEALTHY], limits(max_body_size=2 * MIB))
     assert crawled.item_for(url)["deep"] == "deep"
     assert site.counters.hits("/links/target/0") == 1
+    assert "malformed:too_deep" not in crawled.stats
+    assert lines_naming(caplog, url) == []
+    assert_healthy_page_fetched(crawled, site)
+
+
+def test_html_too_deep_for_the_parser_is_counted_and_warned_about(site: PracticeSite, spider_crawl,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    url = f"{site.url}/hostile/nested?depth=100000"
+    crawled = spider_crawl(READER_SPIDER, [url, site.url + HEALTHY], limits(max_body_size=2 * MIB))
+    assert crawled.item_for(url)["deep"] is None, DEPTH_LIMIT
+    assert site.counters.hits("/links/target/0") == 0, DEPTH_LIMIT
+    assert crawled.stats["malformed:too_deep"] == 1
+    assert "failed" not in crawled.stats
+    assert too_deep_warnings(caplog) == lines_naming(caplog, url)
+    assert len(lines_naming(caplog, url)) == 1
+    assert_healthy_page_fetched(crawled, site)
+
+
+def test_every_page_too_deep_is_counted_and_the_warning_given_once(site: PracticeSite, spider_crawl,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    urls = [f"{site.url}/hostile/nested?depth={depth}" for depth in (3000, 100_000)]
+    crawled = spider_crawl(READER_SPIDER, [*urls, site.url + HEALTHY], limits(max_body_size=2 * MIB))
+    assert crawled.stats["malformed:too_deep"] == 2
+    [warning] = too_deep_warnings(caplog)
+    assert any(url in warning for url in urls)
     assert_healthy_page_fetched(crawled, site)
 
 
