@@ -1,9 +1,18 @@
 """``crawler``: run, check and list the crawls a config.toml describes, and inspect their checkpoint.
 
-Exit codes: 0 done (or already finished), 1 the run failed, 2 the config or command line is wrong,
-3 the crawl's files cannot be used: the checkpoint (in use, not a checkpoint, damaged, for other
-spiders, newer) or a write to it or to an output file failed (a full disk, permissions),
-130 the crawl was stopped (Ctrl-C or SIGTERM) and can be resumed by running the same command.
+Exit codes of ``crawler run``, the crawl's whole story (earlier runs included), so a script or a
+cron job can tell a good crawl from a broken one:
+
+0    finished, and no request failed
+1    the run failed: it could not log in, the spider's start_requests raised, or a request
+     failed on an internal error (a bug in crawler)
+2    the config or the command line is wrong
+3    the crawl's files cannot be used: the checkpoint (in use, not a checkpoint, damaged, for
+     other spiders, newer, read-only) or a write to it or to an output file failed (a full disk,
+     permissions)
+4    finished, but requests failed (HTTP errors, timeouts, callbacks that raised...):
+     ``crawler status`` shows them by kind, ``crawler retry-failed`` queues them again
+130  stopped (Ctrl-C or SIGTERM): run the same command to continue
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from . import __version__
 from .config import Config, load_config
 from .exceptions import CheckpointError, CheckpointWriteFailed, ConfigError, CrawlerError, LoginFailed, OutputError
 from .auth.setup import check_secrets, environment
+from .exporters import make_format
 from .loader import load_spiders
 from .practice import PracticeSite
 
@@ -27,6 +37,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_STORAGE = 3
+EXIT_REQUESTS_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -65,6 +76,8 @@ def _configure_logging(console: Console, verbose: bool) -> None:
 
 def _check(config: Config, path: Path, out: Console) -> int:
     spiders = list(load_spiders(config).values())
+    for spider in spiders:
+        make_format(config.output, spider)  # the CSV columns a spider's items get
     check_secrets(config, environment(config, PracticeSite().demo_credentials))
     out.print(f"{path}: OK ({len(spiders)} spider{'s' if len(spiders) != 1 else ''}: "
               f"{', '.join(spider.name for spider in spiders)})")
@@ -115,6 +128,20 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
         command = " ".join(["crawler", "run", str(args.config)] + (["--spider", args.spider] if args.spider else []))
         err.print(f"Stopped. The checkpoint is saved: run `{command}` to continue.")
         return EXIT_INTERRUPTED
+    failed, internal = report.whole_crawl.failed, report.failed_kinds.get("InternalError", 0)
+    if internal:
+        err.print(
+            f"crawler: {internal} request{'s' if internal != 1 else ''} failed on an internal error, a bug in "
+            "crawler: please report it with the traceback logged above. "
+            f"`crawler retry-failed {args.config} --kind InternalError` queues them again."
+        )
+        return EXIT_FAILED
+    if failed:
+        err.print(
+            f"Finished, but {failed} request{'s' if failed != 1 else ''} failed: `crawler status {args.config}` "
+            f"shows them by kind, `crawler retry-failed {args.config}` queues them again."
+        )
+        return EXIT_REQUESTS_FAILED
     return EXIT_OK
 
 

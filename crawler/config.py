@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from . import __version__
 from .exceptions import ConfigError
@@ -88,6 +99,25 @@ class OutputConfig(_Section):
     format: Literal["jsonl", "csv"] = "jsonl"
     path: str = "output/{spider}.{format}"
     """``{spider}`` and ``{format}`` are filled in; each spider gets its own file."""
+    fields: list[str] | None = None
+    """CSV columns, in this order; default: the spider's ``item_model`` fields, or else the first
+    item's. With an ``item_model`` these must be among its fields (checked when the crawl starts)."""
+
+    @field_validator("fields")
+    @classmethod
+    def _usable_columns(cls, fields: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if fields is None:
+            return None
+        # A setting that JSON lines would ignore is more likely a mistake than a wish.
+        if "format" in info.data and info.data["format"] != "csv":
+            raise ValueError('only used with format = "csv"')
+        if not fields:
+            raise ValueError("must name at least one field")
+        if any(not name.strip() for name in fields):
+            raise ValueError("field names must not be empty")
+        if duplicates := sorted({name for name in fields if fields.count(name) > 1}):
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return fields
 
     @field_validator("path")
     @classmethod
@@ -148,9 +178,43 @@ class PracticeSiteConfig(_Section):
     demo_credentials: StrictBool = True
     """While serving it, environment variables PRACTICE_USERNAME, PRACTICE_PASSWORD,
     PRACTICE_CLIENT_ID and PRACTICE_CLIENT_SECRET default to the site's demo account."""
-    port: int = Field(8650, ge=1, le=65535)
+    port: int = Field(0, ge=0, le=65535)
+    """0: any free port (a resumed crawl gets the one it started on, which its queued URLs name);
+    another number pins it. Spider entries say ``{practice_site}`` for the site's URL."""
     products: int = Field(1000, ge=1)
     latency: Seconds = 0.0
+
+
+#: Stands for the served practice site's URL (``http://127.0.0.1:43121``) in a spider entry's
+#: ``args`` (any string in them), login ``url`` and ``logged_out_url``, token ``url`` and ``hosts``.
+PRACTICE_SITE = "{practice_site}"
+# The URL fields, by section, where it is filled in; args are walked whole.
+_PRACTICE_SITE_FIELDS = {"login": ("url", "logged_out_url"), "token": ("url", "hosts")}
+# A URL field starts with a scheme, or with the placeholder that brings one.
+_URL_START = r"^(?:https?://|\{practice_site\})"
+
+
+def _strings(value: Any, field: str) -> Iterator[tuple[str, str]]:
+    """Every string in a TOML value (tables and arrays walked), with its field's name."""
+    if isinstance(value, str):
+        yield field, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{field}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{field}[{index}]")
+
+
+def _filled_in(value: Any, url: str) -> Any:
+    # str.replace, not str.format: any other brace in the user's strings stays as written.
+    if isinstance(value, str):
+        return value.replace(PRACTICE_SITE, url)
+    if isinstance(value, dict):
+        return {key: _filled_in(item, url) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_filled_in(item, url) for item in value]
+    return value
 
 
 # A literal value under one of these names is almost certainly a credential in a committed file.
@@ -181,7 +245,7 @@ class _CredentialFields(_Section):
 
 
 class FormLoginConfig(_CredentialFields):
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=_URL_START)
     """The page with the login form."""
     csrf_field: str | None = None
     """The form's hidden anti-CSRF input, read from the form before posting."""
@@ -191,7 +255,7 @@ class FormLoginConfig(_CredentialFields):
 
 
 class TokenConfig(_CredentialFields):
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=_URL_START)
     """The token endpoint, posted ``fields`` and ``env_fields``."""
     body: Literal["form", "json"] = "form"
     """How the fields are posted: a form (``application/x-www-form-urlencoded``) or a JSON object."""
@@ -263,6 +327,22 @@ class SpiderConfig(_Section):
             raise ValueError(f"domains only, without scheme, port or path: {', '.join(map(repr, bad))}")
         return domains
 
+    def practice_site_fields(self) -> list[str]:
+        """The fields (``args.start_url``, ``login.url``...) that say ``{practice_site}``."""
+        fields = list(_strings(self.args, "args"))
+        for section, names in _PRACTICE_SITE_FIELDS.items():
+            if (settings := getattr(self, section)) is not None:
+                fields += [item for name in names for item in _strings(getattr(settings, name), f"{section}.{name}")]
+        return [field for field, text in fields if PRACTICE_SITE in text]
+
+    def with_practice_site(self, url: str) -> SpiderConfig:
+        update: dict[str, Any] = {"args": _filled_in(self.args, url)}
+        for section, names in _PRACTICE_SITE_FIELDS.items():
+            if (settings := getattr(self, section)) is not None:
+                filled = {name: _filled_in(getattr(settings, name), url) for name in names}
+                update[section] = settings.model_copy(update=filled)
+        return self.model_copy(update=update)
+
 
 class Config(_Section):
     spiders: list[SpiderConfig] = Field(min_length=1)
@@ -303,6 +383,22 @@ class Config(_Section):
         if len(self.spiders) > 1 and "{spider}" not in self.output.path:
             raise ValueError("output.path: must contain {spider} when several spiders are configured")
         return self
+
+    @model_validator(mode="after")
+    def _practice_site_served(self) -> Config:
+        # Nothing else fills it in: the crawl would fetch the placeholder's text as a URL.
+        used = [
+            f"spiders[{index}].{field}"
+            for index, entry in enumerate(self.spiders)
+            for field in entry.practice_site_fields()
+        ]
+        if used and not self.practice_site.serve:
+            raise ValueError(f"{', '.join(used)}: {PRACTICE_SITE} needs practice_site.serve = true")
+        return self
+
+    def with_practice_site(self, url: str) -> Config:
+        """This config with ``{practice_site}`` replaced by ``url``, the served site's address."""
+        return self.model_copy(update={"spiders": [entry.with_practice_site(url) for entry in self.spiders]})
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

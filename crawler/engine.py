@@ -27,7 +27,7 @@ from .politeness.hosts import HostScheduler
 from .spider import Spider
 from .stats import Stats, reason_counts
 from .stopping import StopSignal
-from .worker import LeaseProcessor, checked_requests
+from .worker import LeaseProcessor, Once, checked_requests
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,20 @@ _IDLE_WAIT = 0.05
 
 @dataclass(frozen=True, slots=True)
 class CrawlResult:
+    """Where one spider's crawl stands after a run: ``counts`` for the whole crawl (what
+    ``crawler status`` reads), ``started`` as this run found it, so this run's share is the
+    difference and the two can never disagree."""
+
     spider: str
     counts: FrontierCounts
     finished: bool
+    started: FrontierCounts
     already_finished: bool = False
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed_kinds: dict[str, int] = field(default_factory=dict)
+    """The crawl's failed requests by error kind (``ReadTimeout``, ``InternalError``...)."""
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Counts by reason (``filtered:offsite``...) over every run of the crawl."""
 
 
 class Crawl:
@@ -78,13 +87,14 @@ class Crawl:
         self.shutdown_grace = shutdown_grace
         self.stop = stop
         self.limits = limits
-        self.counts = frontier.counts()
+        self.counts = self._started = frontier.counts()
         self._results: queue.SimpleQueue[tuple[Lease, Completion | None]] = queue.SimpleQueue()
         # A bound on all leases out: waiting in the scheduler, being worked on, or done and
         # awaiting commit.
         self._max_held = 8 * workers
         self._held = 0  # leases handed to the scheduler and not yet come back
         self._seeded = frontier.get_state(SEEDED) is not None
+        self._first_internal_error = Once()
         self._stats_at_start = stats.snapshot()
         self._earlier_runs = previous_run_stats(frontier)
         # The per-host table goes on from where earlier runs left it.
@@ -119,7 +129,11 @@ class Crawl:
     def run(self) -> CrawlResult:
         if self.is_finished():
             self.output.sync()
-            return CrawlResult(self.spider.name, self.frontier.counts(), finished=True, already_finished=True)
+            counts = self.frontier.counts()
+            return CrawlResult(
+                self.spider.name, counts, finished=True, started=counts, already_finished=True,
+                failed_kinds=self.frontier.failed_kinds(), reasons=self.reasons(),
+            )
         self.seed()
         threads = [
             threading.Thread(target=self._work, name=f"crawler-worker-{n}", daemon=True)
@@ -140,7 +154,10 @@ class Crawl:
                 self.output.sync()
                 self.save_run_stats()
             self.counts = self.frontier.counts()
-        return CrawlResult(self.spider.name, self.counts, finished=self.is_finished(), hosts=self.host_rows())
+        return CrawlResult(
+            self.spider.name, self.counts, finished=self.is_finished(), started=self._started,
+            hosts=self.host_rows(), failed_kinds=self.frontier.failed_kinds(), reasons=self.reasons(),
+        )
 
     def _stop_workers(self, threads: list[threading.Thread], *, wait: bool) -> None:
         self.scheduler.close()
@@ -150,11 +167,15 @@ class Crawl:
 
     def save_run_stats(self) -> None:
         """Record this spider's per-host table and counts by reason (with earlier runs')."""
+        self.frontier.set_state(RUN_STATS, json.dumps({"counts": self.reasons(), "hosts": self.host_rows()}))
+
+    def reasons(self) -> dict[str, int]:
+        """Counts by reason over every run: earlier runs' and this one's."""
         counts = Counter(self._earlier_runs.get("counts", {}))
         start = self._stats_at_start
         for name, number in reason_counts(self.stats.snapshot()).items():
             counts[name] += number - start.get(name, 0)
-        self.frontier.set_state(RUN_STATS, json.dumps({"counts": dict(counts), "hosts": self.host_rows()}))
+        return dict(counts)
 
     def host_rows(self) -> dict[str, dict[str, Any]]:
         """The per-host table: requests and errors (over all runs), delay, paused-until."""
@@ -179,8 +200,13 @@ class Crawl:
             except BaseException as error:  # noqa: BLE001 - a worker that dies would hold its lease forever
                 # A bug of ours, not the site's or the spider's: fail the request (so it is not
                 # retried into the same bug forever) and keep the worker alive.
-                self.stats.inc("internal_errors")
-                logger.exception("internal error while processing %s", lease.request.url)
+                for name in ("internal_errors", "failed", "failed:InternalError"):
+                    self.stats.inc(name)
+                # The first with its traceback, for the bug report; the rest one line each.
+                logger.error(
+                    "internal error (a bug in crawler) while processing %s: %r", lease.request.url, error,
+                    exc_info=self._first_internal_error(),
+                )
                 completion = Completion(lease, 0, f"internal error: {error!r}", "InternalError")
             self._results.put((lease, completion))
 

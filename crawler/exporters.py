@@ -5,6 +5,9 @@ order. After each append the file is flushed to disk and then the checkpoint rec
 (last item id and file size). On the next run anything past that size (an append the crash
 interrupted before its progress was recorded) is cut off and written again. So the file never
 holds an item twice and never misses one, whatever moment the process died at.
+
+A CSV file's columns are chosen once, when its header is written, and recorded with its progress:
+a resumed crawl carries on with them, so the file never gets a second, different header.
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .exceptions import OutputError
+from pydantic import BaseModel
+
+from .exceptions import ConfigError, OutputError
 from .frontier.base import Frontier, StoredItem
+
+if TYPE_CHECKING:
+    from .config import OutputConfig
+    from .spider import Spider
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +52,39 @@ class JsonLinesFormat:
         return "".join(item.data + "\n" for item in items).encode("utf-8")
 
 
-class CsvFormat:
-    """CSV with a header row; columns are the fields of the first item (or those the caller fixes).
+def _cell(value: Any) -> str:
+    """A string as it is, None as an empty cell, anything else as its JSON text: ``true``, ``1.5``,
+    ``["a","b"]``, ``{"w":2}``, so lists and objects read back with ``json.loads``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
-    Nested values are written as JSON. A field that is not among the columns is not silently
-    dropped: it is counted and reported once.
+
+class CsvFormat:
+    """CSV with a header row; columns are those the caller fixes, or else the first item's fields.
+
+    A field that is not among the columns is not silently dropped: it is reported once, naming the
+    spider, unless the columns were ``chosen`` (``output.fields``), which leaves the others out on
+    purpose.
     """
 
-    def __init__(self, columns: list[str] | None = None) -> None:
+    def __init__(self, columns: list[str] | None = None, *, spider: str = "", chosen: bool = False) -> None:
         self.columns = columns
+        self.spider = spider
+        self.chosen = chosen
         self.unknown_fields: set[str] = set()
+
+    def keep_columns(self, columns: list[str]) -> None:
+        """Carry on with the columns the file was started with: its header is already written."""
+        if self.columns is not None and self.columns != columns:
+            logger.warning(
+                "spider %r: the CSV output was started with the columns %s, so this resumed crawl keeps "
+                "them and not %s; run with --fresh to start the file over with the new ones",
+                self.spider, ", ".join(columns), ", ".join(self.columns),
+            )
+        self.columns = columns
 
     def header(self, first: dict[str, Any]) -> bytes:
         if self.columns is None:
@@ -69,18 +101,59 @@ class CsvFormat:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
         for row in rows:
-            extra = row.keys() - set(self.columns)
-            if extra - self.unknown_fields:
-                logger.warning("CSV output has no column for %s; those values are not written", sorted(extra))
-                self.unknown_fields |= extra
-            writer.writerow(
-                {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v for k, v in row.items()}
-            )
+            if new := row.keys() - set(self.columns) - self.unknown_fields:
+                self.unknown_fields |= new
+                if not self.chosen:
+                    logger.warning(
+                        "spider %r: the CSV output has no column for %s, so those values are not written "
+                        "(its columns: %s; set the spider's item_model or output.fields to choose them)",
+                        self.spider, ", ".join(sorted(new)), ", ".join(self.columns),
+                    )
+            writer.writerow({key: _cell(value) for key, value in row.items()})
         return buffer.getvalue().encode("utf-8")
 
 
-def make_format(name: str, columns: list[str] | None = None) -> ItemFormat:
-    return CsvFormat(columns) if name == "csv" else JsonLinesFormat()
+def model_columns(model: type[BaseModel]) -> list[str]:
+    """The keys ``model_dump_json()`` (how items are stored) writes for ``model``, in its order:
+    the fields, then the computed fields; by alias only if the model serializes by alias."""
+    by_alias = bool(model.model_config.get("serialize_by_alias"))
+    columns = [
+        (field.serialization_alias or name) if by_alias else name
+        for name, field in model.model_fields.items()
+        if not field.exclude
+    ]
+    columns += [(field.alias or name) if by_alias else name for name, field in model.model_computed_fields.items()]
+    return columns
+
+
+def csv_columns(spider: Spider, fields: list[str] | None) -> list[str] | None:
+    """``fields`` if given, else the spider's ``item_model`` columns; None: the first item's fields.
+
+    With both, ``fields`` picks and orders the model's columns. A name the model does not have
+    would be a column that stays empty, most likely a typo, so it is refused (unless the model
+    allows extra fields).
+    """
+    model = spider.item_model
+    if model is None:
+        return fields
+    columns = model_columns(model)
+    if fields is None:
+        return columns
+    unknown = [name for name in fields if name not in columns]
+    if unknown and model.model_config.get("extra") != "allow":
+        raise ConfigError([
+            f"output.fields: no field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+            f"{model.__name__}, the item_model of spider {spider.name!r} (its fields: {', '.join(columns)})"
+        ])
+    return fields
+
+
+def make_format(output: OutputConfig, spider: Spider) -> ItemFormat:
+    """The format ``output`` asks for, with the CSV columns chosen for ``spider``'s items."""
+    if output.format != "csv":
+        return JsonLinesFormat()
+    columns = csv_columns(spider, output.fields)
+    return CsvFormat(columns, spider=spider.name, chosen=output.fields is not None)
 
 
 class OutputFile:
@@ -105,7 +178,7 @@ class OutputFile:
             return 0, 0
         progress = json.loads(saved)
         if isinstance(self.format, CsvFormat) and progress.get("columns"):
-            self.format.columns = progress["columns"]
+            self.format.keep_columns(progress["columns"])
         return int(progress["last_id"]), int(progress["offset"])
 
     def _align(self) -> None:

@@ -16,7 +16,7 @@ from .engine import Crawl
 from .frontier.base import FrontierCounts, ResumeInfo
 from .frontier.status import CheckpointStatus
 from .runner import RunReport
-from .stats import Stats, reason_counts
+from .stats import Stats
 
 
 class TerminalReporter:
@@ -60,11 +60,10 @@ def _progress_line(crawl: Crawl, stats: Stats) -> RenderableType:
     counts = crawl.counts
     elapsed = max(stats.elapsed, 1e-9)
     pages = stats.get("pages")
-    errors = stats.get("failed") + stats.get("callback_errors")
     return Text.assemble(
         (crawl.spider.name, "bold"),
-        f"  pages {counts.done}  queued {counts.queued}  in flight {counts.in_flight}  "
-        f"items {counts.items}  errors {errors}  {pages / elapsed:,.0f} pages/s  {elapsed:,.0f}s",
+        f"  done {counts.done}  failed {counts.failed}  queued {counts.queued}  in flight {counts.in_flight}  "
+        f"items {counts.items}  {pages / elapsed:,.0f} pages/s  {elapsed:,.0f}s",
     )
 
 
@@ -87,18 +86,20 @@ def print_status(console: Console, status: CheckpointStatus) -> None:
         for owner, leases in sorted(spider.in_flight_owners.items()):
             whose = "running" if owner == status.running else "gone; taken back on the next run"
             console.print(f"  {leases} in flight held by {owner} ({whose})")
-        for line in _host_lines(spider.hosts):
+        for line in _reason_lines(whole_crawl_reasons(spider.reasons, spider.failed_kinds)):
             console.print(f"  {line}")
-        for line in _reason_lines(spider.reasons):
+        for line in _host_lines(spider.hosts):
             console.print(f"  {line}")
     console.print(f"A crawl is running now: {status.running}" if status.running else "No crawl is running.")
 
 
 def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) -> None:
+    """The whole crawl as ``crawler status`` shows it (the table, the counts by reason, the
+    hosts), and what this run did: the difference the run made to those same counts."""
     stats = report.stats
-    table = Table(title="Crawl summary", show_header=True, header_style="bold")
+    table = Table(title="Crawl summary (the whole crawl, as `crawler status` shows it)", header_style="bold")
     table.add_column("spider")
-    for column in ("pages", "items", "rejected", "failed", "queued"):
+    for column in ("done", "failed", "refused", "items", "rejected", "queued"):
         table.add_column(column, justify="right")
     table.add_column("output", overflow="fold")
     for result in report.results:
@@ -106,19 +107,19 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
         table.add_row(
             result.spider,
             str(counts.done),
+            str(counts.failed),
+            str(counts.refused),
             str(counts.items),
             str(counts.rejected),
-            str(counts.failed),
             str(counts.queued + counts.in_flight),
             outputs.get(result.spider, ""),
         )
     console.print(table)
-    rate = stats.get("pages", 0) / report.elapsed if report.elapsed else 0.0
+    run = report.this_run
+    rate = run.done / report.elapsed if report.elapsed else 0.0
     console.print(
-        f"This run: {stats.get('pages', 0)} pages in {report.elapsed:.1f}s ({rate:,.0f}/s), "
-        f"{stats.get('items', 0)} items, {stats.get('rejected_items', 0)} rejected, "
-        f"{stats.get('failed', 0)} failed, {stats.get('retries', 0)} retries, "
-        f"{stats.get('callback_errors', 0)} callback errors"
+        f"This run: {run.done} done, {run.failed} failed, {run.refused} refused in {report.elapsed:.1f}s "
+        f"({rate:,.0f} pages/s); {run.items} items, {run.rejected} rejected; {stats.get('retries', 0)} retries"
     )
     console.print(
         f"HTTP: {stats.get('http_requests', 0)} requests over {stats.get('connections_opened', 0)} "
@@ -143,7 +144,7 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
             f"{stats.get('header_overrides', 0)} header overrides, {stats.get('credential_headers', 0)} "
             "credential-like headers"
         )
-    for line in _reason_lines(reason_counts(stats)):
+    for line in _reason_lines(whole_crawl_reasons(report.reasons, report.failed_kinds)):
         console.print(line)
     for line in _host_lines(report.hosts):
         console.print(line)
@@ -161,7 +162,7 @@ def _host_lines(hosts: Mapping[str, Mapping[str, float | None]]) -> list[str]:
         paused = row.get("paused_until")
         pause = f", paused until {datetime.fromtimestamp(paused).strftime('%H:%M:%S')}" if paused else ""
         lines.append(
-            f"Host {host}: {row.get('requests', 0):.0f} requests, {row.get('errors', 0):.0f} errors, "
+            f"Host {host}: {row.get('requests', 0):.0f} requests, {row.get('errors', 0):.0f} failed attempts, "
             f"delay {row.get('delay') or 0:.2f}s{pause}"
         )
     if len(hosts) > _HOSTS_SHOWN:
@@ -179,6 +180,15 @@ _REASON_TITLES = {
     "robots": "robots.txt",
     "redirects": "Redirects",
 }
+
+
+def whole_crawl_reasons(reasons: Mapping[str, int], failed_kinds: Mapping[str, int]) -> dict[str, int]:
+    """Counts by reason over every run, with failures as the checkpoint holds them now: those
+    queued again by ``crawler retry-failed`` are no longer failed, so ``Failed:`` always adds up
+    to the failed count."""
+    counts = {name: count for name, count in reasons.items() if not name.startswith("failed:")}
+    counts.update({f"failed:{kind}": count for kind, count in failed_kinds.items()})
+    return counts
 
 
 def _reason_lines(counts: Mapping[str, int]) -> list[str]:

@@ -11,16 +11,18 @@ import resource
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
 from types import FrameType
-from typing import Any, ContextManager, Protocol
+from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 import requests
 
 from .config import Config, SpiderConfig
 from .engine import Crawl, CrawlResult
-from .exceptions import CheckpointError, CheckpointInUse, CrawlerError
+from .exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
 from .exporters import OutputFile, make_format
 from .frontier.base import FrontierCounts, Limits, ResumeInfo
 from .frontier.sqlite import Checkpoint, delete_checkpoint
@@ -38,6 +40,9 @@ from .stats import Stats
 from .stopping import StopSignal
 from .worker import LeaseProcessor
 
+if TYPE_CHECKING:
+    from .practice import PracticeSite
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,6 +57,33 @@ class RunReport:
     host_pools: int = 0  # hosts each worker's session keeps a connection to (see PoolSizing)
 
     @property
+    def whole_crawl(self) -> FrontierCounts:
+        """Every spider's crawl added up, as the checkpoint (and ``crawler status``) has it."""
+        return _added(result.counts for result in self.results)
+
+    @property
+    def this_run(self) -> FrontierCounts:
+        """What this run did: the whole crawl now, less what it was when the run began."""
+        now, started = self.whole_crawl, _added(result.started for result in self.results)
+        return FrontierCounts(**{name: getattr(now, name) - getattr(started, name) for name in _COUNT_NAMES})
+
+    @property
+    def failed_kinds(self) -> dict[str, int]:
+        """The crawl's failed requests by error kind, every spider's added up."""
+        kinds: Counter[str] = Counter()
+        for result in self.results:
+            kinds.update(result.failed_kinds)
+        return dict(kinds)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Counts by reason over every run, every spider's added up."""
+        counts: Counter[str] = Counter()
+        for result in self.results:
+            counts.update(result.reasons)
+        return dict(counts)
+
+    @property
     def hosts(self) -> dict[str, dict[str, Any]]:
         """Every spider's per-host table in one: counts added up, the latest delay and pause."""
         merged: dict[str, dict[str, Any]] = {}
@@ -62,6 +94,16 @@ class RunReport:
                 else:
                     seen.update(row, requests=seen["requests"] + row["requests"], errors=seen["errors"] + row["errors"])
         return merged
+
+
+_COUNT_NAMES = [count.name for count in fields(FrontierCounts)]
+
+
+def _added(counts: Iterable[FrontierCounts]) -> FrontierCounts:
+    total: Counter[str] = Counter()
+    for one in counts:
+        total.update({name: getattr(one, name) for name in _COUNT_NAMES})
+    return FrontierCounts(**total)
 
 
 class Reporter(Protocol):
@@ -184,24 +226,60 @@ def open_checkpoint(config: Config, *, fresh: bool = False) -> Checkpoint:
     return checkpoint
 
 
+def _site_port_file(config: Config) -> Path:
+    """Where the checkpoint keeps the port the practice site was served on for its crawl."""
+    checkpoint = config.resolve(config.checkpoint.path)
+    return checkpoint.with_name(f"{checkpoint.name}.practice-port")
+
+
+def _remembered_port(path: Path) -> int | None:
+    try:
+        port = int(path.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None  # never served for this checkpoint (or not a port): any free one will do
+    return port if 1 <= port <= 65535 else None
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    # Crawl state, like the checkpoint beside it: readable by its owner only.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        os.fchmod(descriptor, 0o600)
+        file.write(text)
+
+
 @contextlib.contextmanager
-def _practice_site(config: Config) -> Iterator[Mapping[str, str] | None]:
-    """Serve the practice site if the config asks; yields its demo account, or None."""
+def _practice_site(config: Config, *, resuming: bool) -> Iterator[PracticeSite | None]:
+    """Serve the practice site if the config asks; yields it, or None.
+
+    ``port = 0`` takes any free port, except when ``resuming`` a checkpoint's crawl: the URLs it
+    holds name the port it was served on, so that one is taken again.
+    """
     settings = config.practice_site
     if not settings.serve:
         yield None
         return
     from .practice import PracticeSite
 
-    site = PracticeSite(port=settings.port, products=settings.products, latency=settings.latency)
+    port_file = _site_port_file(config)
+    remembered = _remembered_port(port_file) if resuming and not settings.port else None
+    site = PracticeSite(port=remembered or settings.port, products=settings.products, latency=settings.latency)
     try:
         site.start()
     except OSError as error:
-        raise CrawlerError(
-            f"cannot serve the practice site on 127.0.0.1:{settings.port}: {error.strerror}"
-        ) from None
+        hint = ""
+        if remembered:
+            hint = ", the port this checkpoint's crawl was served on: free it, or start every spider over with --fresh"
+        elif settings.port:
+            hint = " (practice_site.port = 0 takes any free port)"
+        raise CrawlerError(f"cannot serve the practice site on 127.0.0.1:{site.port}: {error.strerror}{hint}") from None
     try:
-        yield site.demo_credentials
+        try:
+            _write_owner_only(port_file, f"{site.port}\n")
+        except OSError as error:
+            raise CheckpointWriteFailed(f"cannot write {port_file}: {error.strerror}") from None
+        logger.info("serving the practice site at %s", site.url)
+        yield site
     finally:
         site.stop()
 
@@ -228,15 +306,25 @@ def run_crawl(
     reporter: Reporter | None = None,
 ) -> RunReport:
     reporter = reporter or QuietReporter()
-    spiders = load_spiders(config, only)
+    # A wrong name, argument or CSV column is reported before anything is opened or served.
+    for spider in load_spiders(config, only).values():
+        make_format(config.output, spider)
     stats = Stats()
     stop = StopSignal()
     results: list[CrawlResult] = []
     with (
         open_checkpoint(config, fresh=fresh) as checkpoint,
-        _practice_site(config) as demo_account,
+        # With --fresh --spider, the other spiders' queued URLs still name the port served before.
+        _practice_site(config, resuming=not (fresh and only is None)) as site,
         _signals_stop(stop, reporter),
     ):
+        demo_account: Mapping[str, str] | None = None
+        if site is not None:
+            # The spiders, and the login and token URLs (the scopes of cookies and tokens), get
+            # the port the site was served on.
+            config = config.with_practice_site(site.url)
+            demo_account = site.demo_credentials
+        spiders = load_spiders(config, only)
         run = _Run(config, checkpoint, stats, stop, reporter, environment(config, demo_account), _pool_sizing(config))
         check_secrets(config, run.environ)
         if fresh:
@@ -303,7 +391,7 @@ def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
         auth=spider_auth.auth,
     )
     frontier = run.checkpoint.frontier(spider.name)
-    output = OutputFile(output_path, frontier, make_format(config.output.format))
+    output = OutputFile(output_path, frontier, make_format(config.output, spider))
     entry = config.spiders[index]
     scheduler = HostScheduler(_host_limits(config), hold_back_new_hosts=config.robots.obey)
     processor = LeaseProcessor(

@@ -64,7 +64,7 @@ class LeaseProcessor:
         # where it may go is checked, not the link patterns or depth that chose the request.
         self.redirect_rules = CrawlRules(allowed_domains=rules.allowed_domains)
         self.validator = ItemValidator(spider.item_model)
-        self._first_too_deep = _Once()
+        self._first_too_deep = Once()
 
     def process(self, lease: Lease) -> Completion | None:
         """The lease's outcome, or None if the crawl is stopping and the lease should go back.
@@ -184,7 +184,10 @@ class LeaseProcessor:
             self.stats.inc(f"status:{status}")
         if counter:
             self.stats.inc(counter)
-        logger.warning("failed %s after %d attempt(s): %s", lease.request.url, lease.attempts + tries, error)
+        if attempts := lease.attempts + tries:
+            logger.warning("failed %s after %d attempt(s): %s", lease.request.url, attempts, error)
+        else:
+            logger.warning("failed %s (not sent): %s", lease.request.url, error)
         if traceback:
             logger.info("where %s failed:", lease.request.url, exc_info=True)
         return Completion(lease, tries, error, kind)
@@ -256,7 +259,7 @@ class _Sent:
         self.latency, self.ok = latency, ok
 
 
-class _Once:
+class Once:
     """True the first time it is called, False ever after, whichever worker thread calls."""
 
     __slots__ = ("_called", "_lock")

@@ -6,13 +6,31 @@ token on every API request.
 """
 
 from collections.abc import Iterator
+from typing import Literal
 from urllib.parse import urljoin
+
+from pydantic import BaseModel
 
 from crawler import Request, Response, Spider
 
 
+class Member(BaseModel):
+    """Both kinds of item this spider yields, so that every field has a column in CSV output
+    (each item has the fields of its kind; the others are null)."""
+
+    kind: Literal["member_page", "api_item"]
+    url: str | None = None
+    title: str | None = None
+    secret: str | None = None
+    id: int | None = None
+    name: str | None = None
+
+
 class MembersSpider(Spider):
     name = "members"
+    item_model = Member
+    # config.toml passes the URL it serves the site on; by default, where
+    # `python -m crawler.practice` serves it.
     start_url = "http://127.0.0.1:8650/"
 
     def start_requests(self) -> Iterator[Request]:

@@ -23,6 +23,8 @@ class Product(BaseModel):
 class ProductsSpider(Spider):
     name = "products"
     item_model = Product
+    # config.toml passes the URL it serves the site on; by default, where
+    # `python -m crawler.practice` serves it.
     start_url = "http://127.0.0.1:8650/"
 
     def start_requests(self) -> Iterator[Request]:

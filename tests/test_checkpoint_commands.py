@@ -160,13 +160,13 @@ def test_retry_failed_queues_failures_again_by_status(tmp_path: Path) -> None:
         )
         config = tmp_path / "config.toml"
         config.write_text(config.read_text().replace('spider = "probe"\n', f'spider = "probe"\nargs = {{ urls = {json.dumps(urls)} }}\n'))
-        assert cli(tmp_path, "run", "config.toml").returncode == 0
+        assert cli(tmp_path, "run", "config.toml").returncode == 4  # finished, but requests failed
         assert "0 queued, 0 in flight, 2 failed" in cli(tmp_path, "status", "config.toml").stdout
 
         retried = cli(tmp_path, "retry-failed", "config.toml", "--status", "503")
         assert retried.returncode == 0, retried.stderr
         assert "probe: 1 failed request queued again" in retried.stdout
-        assert cli(tmp_path, "run", "config.toml").returncode == 0
+        assert cli(tmp_path, "run", "config.toml").returncode == 4  # the 404 is still failed
         # Two attempts in the first run, then the outage (3 failures) ends on the second retry.
         assert site.counters.attempts("outage") == 4
         assert "probe: finished; 2 done, 0 queued, 0 in flight, 1 failed, 0 refused by robots.txt; 2 items" in cli(tmp_path, "status", "config.toml").stdout

@@ -302,7 +302,7 @@ def test_the_run_summary_adds_up_a_host_that_several_spiders_visited() -> None:
 
     def result(spider: str, requests: int, errors: int, delay: float) -> CrawlResult:
         row = {"requests": requests, "errors": errors, "delay": delay, "paused_until": None}
-        return CrawlResult(spider, FrontierCounts(), finished=True, hosts={"h": row})
+        return CrawlResult(spider, FrontierCounts(), finished=True, started=FrontierCounts(), hosts={"h": row})
 
     report = RunReport([result("a", 10, 1, 0.0), result("b", 5, 2, 0.5)], {}, 1.0, False, 2, 1.0)
     assert report.hosts == {"h": {"requests": 15, "errors": 3, "delay": 0.5, "paused_until": None}}

@@ -167,6 +167,9 @@ class Frontier(Protocol):
 
     def failed(self, limit: int) -> list[FailedRequest]: ...
 
+    def failed_kinds(self) -> dict[str, int]:
+        """The requests failed now (not queued again since), by ``error_kind``."""
+
     def retry_failed(self, statuses: Iterable[int] = (), kinds: Iterable[str] = ()) -> int:
         """Queue failed requests again (all, or those failed with one of ``statuses`` or of one of
         ``kinds``), with a fresh retry budget; returns how many."""

@@ -457,6 +457,9 @@ class SQLiteFrontier:
         )
         return [StoredItem(row_id, data) for row_id, data in rows]
 
+    def failed_kinds(self) -> dict[str, int]:
+        return failed_kinds(self._db, self._id)
+
     def failed(self, limit: int) -> list[FailedRequest]:
         rows = self._db.execute(
             "SELECT request, attempts, error, error_kind FROM seen WHERE spider = ? AND state = 3 LIMIT ?",
@@ -523,3 +526,11 @@ class SQLiteFrontier:
 
     def _key(self, key: str) -> str:
         return f"spider:{self._id}:{key}"
+
+
+def failed_kinds(db: sqlite3.Connection, spider_id: int) -> dict[str, int]:
+    """A spider's failed requests by error kind (also read by ``crawler status``)."""
+    rows = db.execute(
+        "SELECT error_kind, count(*) FROM seen WHERE spider = ? AND state = 3 GROUP BY error_kind", (spider_id,)
+    )
+    return {kind or "unknown": count for kind, count in rows}

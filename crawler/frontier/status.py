@@ -16,7 +16,7 @@ from pathlib import Path
 from ..exceptions import CheckpointError
 from .base import RUN_STATS, SEEDED, FrontierCounts, Limits, State, crawl_is_finished
 from .schema import check_integrity, check_schema
-from .sqlite import lock_holder
+from .sqlite import failed_kinds, lock_holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class SpiderStatus:
     in_flight_owners: dict[str, int] = field(default_factory=dict)  # owner -> leases it holds
     hosts: dict[str, dict[str, float | None]] = field(default_factory=dict)  # host -> requests, errors...
     reasons: dict[str, int] = field(default_factory=dict)  # "filtered:offsite" -> count, etc.
+    failed_kinds: dict[str, int] = field(default_factory=dict)  # "ReadTimeout" -> requests failed now
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,4 +93,5 @@ def _spider_status(db: sqlite3.Connection, spider_id: int, name: str, limits: Li
         in_flight_owners=owners,
         hosts=run_stats.get("hosts", {}),
         reasons=run_stats.get("counts", {}),
+        failed_kinds=failed_kinds(db, spider_id),
     )

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         site.start()
     except OSError as error:  # typically: port already in use
-        parser.exit(1, f"cannot serve on {args.host}:{args.port}: {error}\n")
+        hint = " (--port 0 picks a free one)" if args.port else ""
+        parser.exit(1, f"cannot serve on {args.host}:{args.port}: {error}{hint}\n")
     try:
         print(site.url, flush=True)
         print(f"{args.products} products, {args.per_page} per page; Ctrl-C to stop",
