@@ -381,7 +381,7 @@ def test_a_newer_schema_is_refused(checkpoint_path: Path) -> None:
 def test_a_checkpoint_in_an_unwritable_place_is_a_checkpoint_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(CheckpointError, match="cannot open checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot open the checkpoint"):
         Checkpoint(blocker / "checkpoint.db", owner="test:1")
 
 

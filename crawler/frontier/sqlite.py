@@ -17,6 +17,7 @@ that lock, whatever a previous run left in flight is known to be abandoned and i
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -68,7 +69,7 @@ class Checkpoint:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_file = os.fdopen(_owner_only(Path(f"{path}.lock")), "a+b")
         except OSError as error:
-            raise CheckpointError(f"{path}: cannot open checkpoint: {error.strerror}") from None
+            raise _cannot_open(path, error) from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,9 +97,9 @@ class Checkpoint:
                     os.chmod(f"{self.path}{suffix}", 0o600)
             db = sqlite3.connect(self.path, isolation_level=None)
         except OSError as error:
-            raise CheckpointError(f"{self.path}: cannot open checkpoint: {error.strerror}") from None
+            raise _cannot_open(self.path, error) from None
         except sqlite3.Error as error:
-            raise CheckpointError(f"{self.path}: cannot open checkpoint: {error}") from None
+            raise CheckpointError(f"{self.path}: cannot open the checkpoint: {error}") from None
         try:
             if self._is_empty(db):
                 create(db)
@@ -110,6 +111,8 @@ class Checkpoint:
             db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as error:
             db.close()
+            if error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+                raise _cannot_open(self.path, error) from None
             raise CheckpointError(f"{self.path}: not a usable crawler checkpoint ({error})") from None
         except CheckpointError:
             db.close()
@@ -186,6 +189,18 @@ class Checkpoint:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _cannot_open(path: Path, error: OSError | sqlite3.Error) -> CheckpointError:
+    """The error for a checkpoint that cannot be opened for writing, with what to do when it is
+    a matter of permissions: it is nothing to do with the crawl, and --fresh would not help."""
+    reason = error.strerror if isinstance(error, OSError) else str(error)
+    writable = isinstance(error, sqlite3.Error) or error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    advice = (
+        "; the checkpoint, its lock file and its folder must be writable by you (check their "
+        "permissions, and that the disk is not mounted read-only), then run the same command"
+    ) if writable else ""
+    return CheckpointError(f"{path}: cannot open the checkpoint: {reason}{advice}")
 
 
 def _owner_only(path: Path) -> int:
