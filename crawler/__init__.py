@@ -3,14 +3,19 @@
 Write a :class:`Spider`, name it in ``config.toml``, and run ``crawler run config.toml``.
 """
 
-import logging
+from __future__ import annotations
 
-from .auth.tokens import HeaderAuth
-from .content import accepts
-from .exceptions import CrawlerError, FetchError, LoginFailed
-from .request import Request
-from .response import Response
-from .spider import Spider
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .auth.tokens import HeaderAuth
+    from .content import accepts
+    from .exceptions import CrawlerError, FetchError, LoginFailed
+    from .request import Request
+    from .response import Response
+    from .spider import Spider
 
 __version__ = "0.1.0"
 
@@ -25,6 +30,33 @@ __all__ = [
     "__version__",
     "accepts",
 ]
+
+# Imported on first use, not with the package: the ``crawler`` command's entry point lives in it,
+# and must be able to catch SIGTERM before the libraries behind these (requests, pydantic, lxml)
+# take their time to load.
+_PUBLIC_HOMES = {
+    "CrawlerError": ".exceptions",
+    "FetchError": ".exceptions",
+    "HeaderAuth": ".auth.tokens",
+    "LoginFailed": ".exceptions",
+    "Request": ".request",
+    "Response": ".response",
+    "Spider": ".spider",
+    "accepts": ".content",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if (home := _PUBLIC_HOMES.get(name)) is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 # Only the CLI configures logging; a library user decides where our messages go.
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -614,7 +614,7 @@ def test_status_shows_filtered_counts_and_the_host_table(site: PracticeSite, tmp
     assert "Failed: HTTPStatusError 2" in lines
     assert "Failed by HTTP status: 404 1, 410 1" in lines  # one kind, told apart by status
     # Four requests reached the host: the start page, the page of links, the 404 and the 410.
-    assert f"Host 127.0.0.1:{site.port}: 4 requests, 2 errors, delay 0.00s" in lines
+    assert f"Host 127.0.0.1:{site.port}: 4 requests, 2 failed attempts, delay 0.00s" in lines
 
 
 def test_status_says_a_crawl_stopped_by_max_pages_is_finished(

@@ -61,3 +61,13 @@ def test_package_logger_has_a_null_handler() -> None:
     assert any(isinstance(handler, logging.NullHandler) for handler in logger.handlers)
     # Only the CLI configures logging: importing the library adds no handler that prints.
     assert all(isinstance(handler, logging.NullHandler) for handler in logger.handlers)
+
+
+def test_names_outside_the_public_api_are_not_found_on_the_package() -> None:
+    # The package imports its public names on first use; anything else is still an error.
+    try:
+        crawler.no_such_name  # noqa: B018
+    except AttributeError as error:
+        assert "no_such_name" in str(error)
+    else:
+        raise AssertionError("crawler.no_such_name was found")

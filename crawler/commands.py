@@ -1,0 +1,174 @@
+"""The commands of ``crawler`` (run, check, list, status, retry-failed), once the entry point
+in ``crawler.cli`` has made it safe to be interrupted: what they print, and the exit code each
+outcome gets (see ``crawler.cli`` for the codes)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from . import __version__
+from .cli import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REQUESTS_FAILED,
+    EXIT_STORAGE,
+    STOPPED,
+    __doc__ as cli_doc,
+)
+from .config import Config, load_config
+from .exceptions import CheckpointError, CheckpointWriteFailed, ConfigError, CrawlerError, LoginFailed, OutputError
+from .auth.setup import check_secrets, environment
+from .exporters import make_format
+from .loader import load_spiders
+from .practice import PracticeSite
+
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crawler", description=(cli_doc or "").splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="crawl (or resume the crawl) a config describes")
+    run.add_argument("config", type=Path, metavar="CONFIG")
+    run.add_argument("--spider", metavar="NAME", help="run only this spider")
+    run.add_argument("--fresh", action="store_true", help="forget the checkpoint and start over")
+    run.add_argument("-v", "--verbose", action="store_true", help="log every failure and retry")
+    check = commands.add_parser("check", help="validate a config without crawling")
+    check.add_argument("config", type=Path, metavar="CONFIG")
+    listing = commands.add_parser("list", help="list the spiders a config would run")
+    listing.add_argument("config", type=Path, metavar="CONFIG")
+    status = commands.add_parser("status", help="show where the crawl stands, from its checkpoint")
+    status.add_argument("config", type=Path, metavar="CONFIG")
+    retry = commands.add_parser("retry-failed", help="queue requests that ran out of retries again")
+    retry.add_argument("config", type=Path, metavar="CONFIG")
+    retry.add_argument("--spider", metavar="NAME", help="only this spider's failed requests")
+    retry.add_argument("--status", type=int, action="append", default=[], metavar="CODE",
+                       help="only those that failed with this HTTP status (repeatable)")
+    retry.add_argument("--kind", action="append", default=[], metavar="KIND",
+                       help="only those that failed with this error kind, e.g. ReadTimeout, "
+                            "ConnectError, CallbackError (repeatable)")
+    return parser
+
+
+def _configure_logging(console: Console, verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], format="%(message)s")
+    # Our own per-request warnings are summarised at the end; urllib3's would repeat them.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _check(config: Config, path: Path, out: Console) -> int:
+    spiders = list(load_spiders(config).values())
+    for spider in spiders:
+        make_format(config.output, spider)  # the CSV columns a spider's items get
+    check_secrets(config, environment(config, PracticeSite().demo_credentials))
+    out.print(f"{path}: OK ({len(spiders)} spider{'s' if len(spiders) != 1 else ''}: "
+              f"{', '.join(spider.name for spider in spiders)})")
+    return EXIT_OK
+
+
+def _list(config: Config, out: Console) -> int:
+    for index, spider in load_spiders(config).items():
+        entry = config.spiders[index]
+        cls = type(spider)
+        args = f"  args: {entry.args}" if entry.args else ""
+        out.print(f"{spider.name}  ({cls.__module__}:{cls.__qualname__}){args}")
+    return EXIT_OK
+
+
+def _status(config: Config, out: Console) -> int:
+    from .frontier.status import read_status
+    from .progress import print_status
+    from .runner import limits_of
+
+    limits = {spider.name: limits_of(config.spiders[index]) for index, spider in load_spiders(config).items()}
+    print_status(out, read_status(config.resolve(config.checkpoint.path), limits))
+    return EXIT_OK
+
+
+def _retry_failed(config: Config, args: argparse.Namespace, out: Console) -> int:
+    from .runner import open_checkpoint
+
+    names = [spider.name for spider in load_spiders(config, args.spider).values()]
+    with open_checkpoint(config) as checkpoint:
+        for name in names:
+            requeued = checkpoint.frontier(name).retry_failed(args.status, args.kind)
+            out.print(f"{name}: {requeued} failed request{'s' if requeued != 1 else ''} queued again")
+    out.print(f"Run `crawler run {args.config}` to fetch them.")
+    return EXIT_OK
+
+
+def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .progress import TerminalReporter, print_summary
+    from .runner import run_crawl
+
+    _configure_logging(err, args.verbose)
+    report = run_crawl(config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err))
+    outputs = {result.spider: str(config.output_path(result.spider)) for result in report.results}
+    if report.results and not all(result.already_finished for result in report.results):
+        print_summary(out, report, outputs)
+    if report.interrupted:
+        command = " ".join(["crawler", "run", str(args.config)] + (["--spider", args.spider] if args.spider else []))
+        err.print(f"Stopped. The checkpoint is saved: run `{command}` to continue.")
+        return EXIT_INTERRUPTED
+    failed, internal = report.whole_crawl.failed, report.failed_kinds.get("InternalError", 0)
+    if internal:
+        err.print(
+            f"crawler: {internal} request{'s' if internal != 1 else ''} failed on an internal error, a bug in "
+            "crawler: please report it with the traceback logged above. "
+            f"`crawler retry-failed {args.config} --kind InternalError` queues them again."
+        )
+        return EXIT_FAILED
+    if failed:
+        err.print(
+            f"Finished, but {failed} request{'s' if failed != 1 else ''} failed: `crawler status {args.config}` "
+            f"shows them by kind, `crawler retry-failed {args.config}` queues them again."
+        )
+        return EXIT_REQUESTS_FAILED
+    return EXIT_OK
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the command, and return its exit code."""
+    args = _parser().parse_args(argv)
+    # soft_wrap: long lines (paths, resume commands) stay whole when output goes to a file or pipe.
+    # markup=False: spider names, args and paths are the user's text, shown as written.
+    out = Console(highlight=False, soft_wrap=True, markup=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    try:
+        config = load_config(args.config)
+        if args.command == "check":
+            return _check(config, args.config, out)
+        if args.command == "list":
+            return _list(config, out)
+        if args.command == "status":
+            return _status(config, out)
+        if args.command == "retry-failed":
+            return _retry_failed(config, args, out)
+        return _run(config, args, out, err)
+    except ConfigError as error:
+        for problem in error.problems:
+            err.print(problem)
+        return EXIT_CONFIG
+    except (CheckpointError, OutputError) as error:
+        err.print(f"crawler: {error}")
+        if isinstance(error, (CheckpointWriteFailed, OutputError)):
+            err.print("What was committed is safe: free some space (or fix permissions) and run the same command.")
+        return EXIT_STORAGE
+    except LoginFailed as error:
+        err.print(f"crawler: {error}")
+        err.print("Nothing was lost: fix the login and run the same command to continue.")
+        return EXIT_FAILED
+    except CrawlerError as error:
+        err.print(f"crawler: {error}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print(STOPPED)
+        return EXIT_INTERRUPTED
