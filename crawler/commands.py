@@ -25,6 +25,7 @@ from .cli import (
 from .config import Config, load_config
 from .exceptions import CheckpointError, CheckpointWriteFailed, ConfigError, CrawlerError, LoginFailed, OutputError
 from .auth.setup import check_secrets, environment
+from .callbacks import missing_callbacks
 from .exporters import make_format
 from .loader import load_spiders
 from .practice import PracticeSite
@@ -68,6 +69,8 @@ def _check(config: Config, path: Path, out: Console) -> int:
     spiders = list(load_spiders(config).values())
     for spider in spiders:
         make_format(config.output, spider)  # the CSV columns a spider's items get
+    if missing := [str(problem) for spider in spiders for problem in missing_callbacks(type(spider))]:
+        raise ConfigError(missing)
     check_secrets(config, environment(config, PracticeSite().demo_credentials))
     out.print(f"{path}: OK ({len(spiders)} spider{'s' if len(spiders) != 1 else ''}: "
               f"{', '.join(spider.name for spider in spiders)})")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 import requests
 
+from .callbacks import missing_callbacks
 from .config import Config, SpiderConfig
 from .engine import Crawl, CrawlResult
 from .exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
@@ -309,6 +310,8 @@ def run_crawl(
     # A wrong name, argument or CSV column is reported before anything is opened or served.
     for spider in load_spiders(config, only).values():
         make_format(config.output, spider)
+        for missing in missing_callbacks(type(spider)):
+            logger.warning("%s: the requests that name it will fail", missing)
     stats = Stats()
     stop = StopSignal()
     results: list[CrawlResult] = []

@@ -462,7 +462,27 @@ def test_a_missing_callback_and_a_raising_one_are_one_line_each_naming_spider_ca
     assert result.code == 4, result.err  # finished, but requests failed
     assert "Traceback" not in result.err
     warnings = [line for line in result.err.splitlines() if line.startswith("WARNING")]
-    assert len(warnings) == 2, result.err
+    assert len(warnings) == 3, result.err
+    # Said once before crawling, from the source; then once for the request that names it.
+    assert "spiders/faulty.py:14: spider 'faulty' has no callback 'no_such_method'" in warnings[0]
     assert any(f"{site.url}/links/target/2" in line and "spider faulty has no callback 'no_such_method'" in line for line in warnings)
     assert any(f"{site.url}/links/target/3" in line and "callback faulty.parse raised KeyError: 'price'" in line for line in warnings)
     assert "Traceback" in verbose.err  # -v shows where the callback failed
+
+
+def test_check_finds_callbacks_the_spider_names_but_does_not_have(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        faulty_project(tmp_path, site, fail_at_start=False)
+        source = (tmp_path / "spiders" / "faulty.py").read_text()
+        (tmp_path / "spiders" / "faulty.py").write_text(source.replace(
+            "        yield {\"url\": response.url}",
+            "        yield {\"url\": response.url}\n"
+            "        yield response.follow(\"/next\", self.parse_itme)\n"
+            "        yield from response.follow_all([\"/a\"], callback=self.parse)",
+        ))
+        result = crawler_cli("check", "config.toml", cwd=tmp_path)
+    assert result.code == 2, result
+    assert result.err.splitlines() == [
+        "spiders/faulty.py:14: spider 'faulty' has no callback 'no_such_method'",
+        "spiders/faulty.py:21: spider 'faulty' has no callback 'parse_itme'",
+    ]
