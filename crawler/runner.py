@@ -71,18 +71,12 @@ class RunReport:
     @property
     def failed_kinds(self) -> dict[str, int]:
         """The crawl's failed requests by error kind, every spider's added up."""
-        kinds: Counter[str] = Counter()
-        for result in self.results:
-            kinds.update(result.failed_kinds)
-        return dict(kinds)
+        return _summed(result.failed_kinds for result in self.results)
 
     @property
     def reasons(self) -> dict[str, int]:
         """Counts by reason over every run, every spider's added up."""
-        counts: Counter[str] = Counter()
-        for result in self.results:
-            counts.update(result.reasons)
-        return dict(counts)
+        return _summed(result.reasons for result in self.results)
 
     @property
     def hosts(self) -> dict[str, dict[str, Any]]:
@@ -101,10 +95,14 @@ _COUNT_NAMES = [count.name for count in fields(FrontierCounts)]
 
 
 def _added(counts: Iterable[FrontierCounts]) -> FrontierCounts:
+    return FrontierCounts(**_summed({name: getattr(one, name) for name in _COUNT_NAMES} for one in counts))
+
+
+def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
     total: Counter[str] = Counter()
     for one in counts:
-        total.update({name: getattr(one, name) for name in _COUNT_NAMES})
-    return FrontierCounts(**total)
+        total.update(one)
+    return dict(total)
 
 
 class Reporter(Protocol):

@@ -486,3 +486,40 @@ def test_check_finds_callbacks_the_spider_names_but_does_not_have(tmp_path: Path
         "spiders/faulty.py:14: spider 'faulty' has no callback 'no_such_method'",
         "spiders/faulty.py:21: spider 'faulty' has no callback 'parse_itme'",
     ]
+
+
+BROKEN_SETTINGS_SPIDER = """
+from crawler import Request, Spider
+
+
+class BrokenSettings(Spider):
+    '''handle_statuses should be a collection: None makes the framework's own code fail on an error status.'''
+
+    name = "broken"
+    start_url = ""
+    handle_statuses = None
+
+    def start_requests(self):
+        for path in ("/status/404", "/status/410", "/links/target/1"):
+            yield Request(self.start_url + path, callback=self.parse)
+
+    def parse(self, response):
+        yield {"url": response.url}
+"""
+
+
+def test_requests_that_fail_on_an_internal_error_are_counted_shown_and_exit_1(tmp_path: Path) -> None:
+    with PracticeSite(products=10) as site:
+        project(tmp_path, f'[[spiders]]\nspider = "broken"\nargs = {{ start_url = "{site.url}" }}\n'
+                          "[robots]\nobey = false\n")
+        (tmp_path / "spiders" / "broken.py").write_text(BROKEN_SETTINGS_SPIDER, encoding="utf-8")
+        result = crawler_cli("run", "config.toml", cwd=tmp_path)
+        again = crawler_cli("run", "config.toml", cwd=tmp_path)
+        status = crawler_cli("status", "config.toml", cwd=tmp_path)
+    assert result.code == 1, result
+    assert result.err.count("Traceback") == 1  # the first one's, for the bug report; the other one line
+    assert "Failed: InternalError 2" in result.out
+    assert "2 requests failed on an internal error, a bug in crawler" in result.err
+    # Run again, the crawl is finished: the same story, from the checkpoint.
+    assert again.code == 1 and "2 requests failed on an internal error" in again.err
+    assert "1 done, 0 queued, 0 in flight, 2 failed" in status.out and "Failed: InternalError 2" in status.out
