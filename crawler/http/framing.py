@@ -102,6 +102,11 @@ class _Reader(io.RawIOBase):
         return count
 
     def _read_waiting(self, buffer: Any) -> int | None:
+        # Asked after almost every response, and almost always nothing waits: a poll, and no
+        # read (which for TLS means raising and catching SSLWantReadError), says so cheaply.
+        pending = getattr(self.sock, "pending", None)  # bytes TLS has decrypted but not handed out
+        if not (pending and pending()) and not wait_for_read(self.sock, timeout=0.0):
+            return None
         timeout = self.sock.gettimeout()
         self.sock.settimeout(0.0)
         try:
