@@ -92,3 +92,35 @@ def test_pools_stay_within_the_open_file_limit() -> None:
     assert PoolSizing.for_crawl(16, 2000, 20_000) == PoolSizing(hosts=1234)
     assert PoolSizing.for_crawl(16, 1024, 20_000) == PoolSizing(hosts=1024)
     assert PoolSizing.for_crawl(4, 1024, 100) == PoolSizing(hosts=1)
+
+
+def test_the_ca_bundle_is_looked_up_once_per_pool_not_once_per_request(monkeypatch) -> None:
+    import os.path
+
+    import requests.adapters
+    from requests.cookies import RequestsCookieJar
+
+    from crawler.http.fetcher import Fetcher, Timeouts
+    from crawler.http.sessions import SessionRegistry, SessionSettings, make_session_factory
+    from crawler.request import Request
+    from crawler.stats import Stats
+    from recorder import Recorder
+
+    looked_up: list[str] = []
+    exists = os.path.exists
+
+    def counting_exists(path: str) -> bool:
+        looked_up.append(path)
+        return exists(path)
+
+    monkeypatch.setattr(requests.adapters.os.path, "exists", counting_exists)
+    with Recorder("127.0.0.2", tls=True) as secure:
+        stats = Stats()
+        build = make_session_factory(SessionSettings("test", 5, str(secure.ca_pem)), PoolSizing(4), stats)
+        fetcher = Fetcher(
+            SessionRegistry(lambda: build(RequestsCookieJar())), timeouts=Timeouts(5, 5, 30),
+            max_body_size=2**20, max_redirects=5, error_statuses=frozenset(), stats=stats,
+        )
+        for n in range(20):
+            assert fetcher.fetch(Request(secure.url_for(f"/p/{n}"))).status == 200
+    assert looked_up.count(str(secure.ca_pem)) == 1  # before: once per request, 20

@@ -112,6 +112,15 @@ class CountingAdapter(HTTPAdapter):
             self._stats.inc("pool_evictions")
         pool.close()
 
+    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
+        # requests looks the CA bundle up on disk (two or three stat calls) before every
+        # request; a pool serves one scheme and host with the settings of one session, so it
+        # is set up once for them.
+        settings = (verify, cert)
+        if getattr(conn, "verified_with", None) != settings:
+            super().cert_verify(conn, url, verify, cert)
+            conn.verified_with = settings
+
     def close(self) -> None:
         self._closing = True
         super().close()
