@@ -39,15 +39,22 @@ if TYPE_CHECKING:
 
 
 class CrawlerError(Exception):
-    """Base class of the framework's own errors."""
+    """Base class of the framework's own errors.
+
+    Each passes all its constructor's arguments to ``Exception``, so it survives pickling (a
+    crawl's errors cross process boundaries) with every field it carries.
+    """
 
 
 class ConfigError(CrawlerError):
     """The configuration cannot be used; ``problems`` holds one readable line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
+        super().__init__(problems)
         self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
 
 
 class CheckpointError(CrawlerError):
@@ -117,8 +124,12 @@ class FetchError(CrawlerError):
     """A request failed. ``request`` is the request concerned."""
 
     def __init__(self, message: str, request: Request) -> None:
-        super().__init__(message)
+        super().__init__(message, request)
+        self.message = message
         self.request = request
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class TransportError(FetchError):
@@ -161,6 +172,7 @@ class HTTPStatusError(FetchError):
 
     def __init__(self, request: Request, status: int, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}", request)
+        self.args = (request, status, retry_after)  # what pickling passes back to __init__
         self.status = status
         self.retry_after = retry_after
 

@@ -77,16 +77,22 @@ class Redirected(Exception):
     its own (its headers already reduced to those allowed to go there)."""
 
     def __init__(self, request: Request) -> None:
-        super().__init__(f"redirected to {request.url}")
+        super().__init__(request)
         self.request = request
+
+    def __str__(self) -> str:
+        return f"redirected to {self.request.url}"
 
 
 class UnwantedContent(Exception):
     """The response's content type is not one the callback accepts; its body was not read."""
 
     def __init__(self, content_type: str) -> None:
-        super().__init__(f"content type {content_type!r} is not accepted")
+        super().__init__(content_type)
         self.content_type = content_type
+
+    def __str__(self) -> str:
+        return f"content type {self.content_type!r} is not accepted"
 
 
 @dataclass(frozen=True, slots=True)
