@@ -56,6 +56,8 @@ class CrawlResult:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_kinds: dict[str, int] = field(default_factory=dict)
     """The crawl's failed requests by error kind (``ReadTimeout``, ``InternalError``...)."""
+    failed_statuses: dict[int, int] = field(default_factory=dict)
+    """The crawl's requests failed by an HTTP status, by status."""
     reasons: dict[str, int] = field(default_factory=dict)
     """Counts by reason (``filtered:offsite``...) over every run of the crawl."""
 
@@ -132,7 +134,8 @@ class Crawl:
             counts = self.frontier.counts()
             return CrawlResult(
                 self.spider.name, counts, finished=True, started=counts, already_finished=True,
-                failed_kinds=self.frontier.failed_kinds(), reasons=self.reasons(),
+                failed_kinds=self.frontier.failed_kinds(), failed_statuses=self.frontier.failed_statuses(),
+                reasons=self.reasons(),
             )
         self.seed()
         threads = [
@@ -156,7 +159,8 @@ class Crawl:
             self.counts = self.frontier.counts()
         return CrawlResult(
             self.spider.name, self.counts, finished=self.is_finished(), started=self._started,
-            hosts=self.host_rows(), failed_kinds=self.frontier.failed_kinds(), reasons=self.reasons(),
+            hosts=self.host_rows(), failed_kinds=self.frontier.failed_kinds(),
+            failed_statuses=self.frontier.failed_statuses(), reasons=self.reasons(),
         )
 
     def _stop_workers(self, threads: list[threading.Thread], *, wait: bool) -> None:

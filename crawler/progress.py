@@ -86,7 +86,7 @@ def print_status(console: Console, status: CheckpointStatus) -> None:
         for owner, leases in sorted(spider.in_flight_owners.items()):
             whose = "running" if owner == status.running else "gone; taken back on the next run"
             console.print(f"  {leases} in flight held by {owner} ({whose})")
-        for line in _reason_lines(whole_crawl_reasons(spider.reasons, spider.failed_kinds)):
+        for line in _reason_lines(whole_crawl_reasons(spider.reasons, spider.failed_kinds, spider.failed_statuses)):
             console.print(f"  {line}")
         for line in _host_lines(spider.hosts):
             console.print(f"  {line}")
@@ -144,7 +144,7 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
             f"{stats.get('header_overrides', 0)} header overrides, {stats.get('credential_headers', 0)} "
             "credential-like headers"
         )
-    for line in _reason_lines(whole_crawl_reasons(report.reasons, report.failed_kinds)):
+    for line in _reason_lines(whole_crawl_reasons(report.reasons, report.failed_kinds, report.failed_statuses)):
         console.print(line)
     for line in _host_lines(report.hosts):
         console.print(line)
@@ -182,12 +182,15 @@ _REASON_TITLES = {
 }
 
 
-def whole_crawl_reasons(reasons: Mapping[str, int], failed_kinds: Mapping[str, int]) -> dict[str, int]:
+def whole_crawl_reasons(
+    reasons: Mapping[str, int], failed_kinds: Mapping[str, int], failed_statuses: Mapping[int, int]
+) -> dict[str, int]:
     """Counts by reason over every run, with failures as the checkpoint holds them now: those
     queued again by ``crawler retry-failed`` are no longer failed, so ``Failed:`` always adds up
-    to the failed count."""
-    counts = {name: count for name, count in reasons.items() if not name.startswith("failed:")}
+    to the failed count, and ``Failed by HTTP status:`` to its HTTPStatusError part."""
+    counts = {name: count for name, count in reasons.items() if not name.startswith(("failed:", "status:"))}
     counts.update({f"failed:{kind}": count for kind, count in failed_kinds.items()})
+    counts.update({f"status:{status}": count for status, count in failed_statuses.items()})
     return counts
 
 

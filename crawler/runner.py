@@ -74,6 +74,11 @@ class RunReport:
         return _summed(result.failed_kinds for result in self.results)
 
     @property
+    def failed_statuses(self) -> dict[int, int]:
+        """The crawl's requests failed by an HTTP status, by status, every spider's added up."""
+        return _summed(result.failed_statuses for result in self.results)
+
+    @property
     def reasons(self) -> dict[str, int]:
         """Counts by reason over every run, every spider's added up."""
         return _summed(result.reasons for result in self.results)
@@ -98,8 +103,8 @@ def _added(counts: Iterable[FrontierCounts]) -> FrontierCounts:
     return FrontierCounts(**_summed({name: getattr(one, name) for name in _COUNT_NAMES} for one in counts))
 
 
-def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    total: Counter[str] = Counter()
+def _summed(counts: Iterable[Mapping[Any, int]]) -> dict[Any, int]:
+    total: Counter[Any] = Counter()
     for one in counts:
         total.update(one)
     return dict(total)

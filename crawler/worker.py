@@ -190,7 +190,7 @@ class LeaseProcessor:
             logger.warning("failed %s (not sent): %s", lease.request.url, error)
         if traceback:
             logger.info("where %s failed:", lease.request.url, exc_info=True)
-        return Completion(lease, tries, error, kind)
+        return Completion(lease, tries, error, kind, status=status)
 
     def _run_callback(self, lease: Lease, callback: Callable[..., Any], response: Response) -> Completion:
         name = callback.__name__

@@ -169,7 +169,11 @@ def test_retry_failed_queues_failures_again_by_status(tmp_path: Path) -> None:
         assert cli(tmp_path, "run", "config.toml").returncode == 4  # the 404 is still failed
         # Two attempts in the first run, then the outage (3 failures) ends on the second retry.
         assert site.counters.attempts("outage") == 4
-        assert "probe: finished; 2 done, 0 queued, 0 in flight, 1 failed, 0 refused by robots.txt; 2 items" in cli(tmp_path, "status", "config.toml").stdout
+        status = cli(tmp_path, "status", "config.toml").stdout
+        assert "probe: finished; 2 done, 0 queued, 0 in flight, 1 failed, 0 refused by robots.txt; 2 items" in status
+        # The 503 is done now: what failed is what the checkpoint holds, not what ever failed.
+        assert "  Failed by HTTP status: 404 1" in status.splitlines()
+        assert "  Failed: HTTPStatusError 1" in status.splitlines()
 
         by_kind = cli(tmp_path, "retry-failed", "config.toml", "--kind", "HTTPStatusError")
         assert "probe: 1 failed request queued again" in by_kind.stdout
@@ -249,7 +253,7 @@ def test_a_checkpoint_from_schema_1_is_migrated(tmp_path: Path) -> None:
         [failure] = frontier.failed(10)
         assert (failure.url, failure.attempts, failure.error) == ("http://h/failed", 4, "HTTP 503")
         assert frontier.retry_failed(statuses=[503]) == 1
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
     assert auto_vacuum == 2  # incremental
 
 
@@ -293,4 +297,32 @@ def test_a_checkpoint_from_schema_3_gets_hosts_for_its_queue(tmp_path: Path) -> 
             ("b.example:8443", "https://B.example:8443/2"),
         ]
         (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
+
+
+SCHEMA_4 = SCHEMA_3.replace("PRAGMA user_version = 3;", "PRAGMA user_version = 4;").replace(
+    "priority INTEGER NOT NULL, depth INTEGER NOT NULL, owner TEXT, request TEXT NOT NULL);",
+    "priority INTEGER NOT NULL, depth INTEGER NOT NULL, owner TEXT, request TEXT NOT NULL,"
+    " host TEXT NOT NULL DEFAULT '', not_before REAL NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0);",
+) + """
+CREATE VIEW requests AS SELECT seen.fingerprint, seen.spider, queue.seq, seen.state, seen.error FROM seen
+LEFT JOIN queue ON queue.fingerprint = seen.fingerprint;
+INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth) VALUES
+    (x'04', 1, 3, 2, 'HTTP 404', 'HTTPStatusError', '{"url":"http://a.example/gone"}', 1),
+    (x'05', 1, 3, 4, 'HTTP 503', 'HTTPStatusError', '{"url":"http://a.example/down"}', 1),
+    (x'06', 1, 3, 4, 'read timeout: HTTP 503 then nothing', 'ReadTimeout', '{"url":"http://a.example/slow"}', 1);
+"""
+
+
+def test_a_checkpoint_from_schema_4_keeps_failure_statuses_as_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_4)
+    with Checkpoint(path, "test") as checkpoint:
+        frontier = checkpoint.frontier("old")
+        assert frontier.failed_statuses() == {404: 1, 503: 1}  # not the timeout whose text says 503
+        assert frontier.failed_kinds() == {"HTTPStatusError": 2, "ReadTimeout": 1}
+        assert frontier.retry_failed(statuses=[503]) == 1
+        assert frontier.failed_statuses() == {404: 1}
+        (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
+    assert version == SCHEMA_VERSION == 5

@@ -59,8 +59,9 @@ class Completion:
     """What became of a lease, after ``attempts`` more tries.
 
     - done: ``error`` is None; ``children``, ``items`` and ``rejected`` are its output;
-    - failed: ``error`` is the last error, and ``error_kind`` names its class (``HTTPStatusError``,
-      ``ReadTimeout``, ``CallbackError``...) so failed requests can be selected by kind later;
+    - failed: ``error`` is the last error, ``error_kind`` names its class (``HTTPStatusError``,
+      ``ReadTimeout``, ``CallbackError``...) and ``status`` the HTTP status it failed with, if
+      any, so failed requests can be selected by kind or status later;
     - to retry: ``retry_at`` (a wall-clock time) says when, and the error says why;
     - refused: never fetched (robots.txt), with the reason in ``error``.
     """
@@ -74,6 +75,7 @@ class Completion:
     rejected: Sequence[RejectedItem] = ()
     retry_at: float | None = None
     refused: bool = False
+    status: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,9 @@ class Frontier(Protocol):
 
     def failed_kinds(self) -> dict[str, int]:
         """The requests failed now (not queued again since), by ``error_kind``."""
+
+    def failed_statuses(self) -> dict[int, int]:
+        """The requests failed now by an HTTP status, by status."""
 
     def retry_failed(self, statuses: Iterable[int] = (), kinds: Iterable[str] = ()) -> int:
         """Queue failed requests again (all, or those failed with one of ``statuses`` or of one of

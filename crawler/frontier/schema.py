@@ -9,7 +9,7 @@ from pathlib import Path
 from ..exceptions import CheckpointError
 from ..request import host_key
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Marks the file as ours, so any other SQLite database is refused rather than written into.
 APPLICATION_ID = 0x43524157  # "CRAW"
 
@@ -34,6 +34,7 @@ CREATE TABLE rejected (
 
 # The seen-set and the queue apart (schema 3), and the view. Queue rows carry their host, so
 # work is leased host by host, and a not-before time, so a retry waits in the queue (schema 4).
+# A request failed by an HTTP status keeps it as a number, for retry-failed --status (schema 5).
 _FRONTIER_TABLES = """
 CREATE TABLE seen (
     fingerprint BLOB PRIMARY KEY,
@@ -43,7 +44,8 @@ CREATE TABLE seen (
     error TEXT,
     error_kind TEXT,
     request TEXT,
-    depth INTEGER
+    depth INTEGER,
+    error_status INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX seen_failed ON seen (spider) WHERE state = 3;
 CREATE TABLE queue (
@@ -64,7 +66,7 @@ CREATE VIEW requests AS
 SELECT seen.fingerprint, seen.spider, queue.seq,
        CASE WHEN queue.owner IS NOT NULL THEN 1 ELSE seen.state END AS state,
        queue.priority, coalesce(queue.depth, seen.depth) AS depth, seen.attempts, queue.owner,
-       coalesce(queue.request, seen.request) AS request, seen.error, seen.error_kind
+       coalesce(queue.request, seen.request) AS request, seen.error, seen.error_kind, seen.error_status
 FROM seen LEFT JOIN queue ON queue.fingerprint = seen.fingerprint;
 """
 
@@ -78,9 +80,12 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     # 3: the one requests table split into seen and queue
     (3, _FRONTIER_TABLES.replace("CREATE VIEW requests", "CREATE VIEW requests_v3")
     + """
-    INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth)
+    INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth, error_status)
     SELECT fingerprint, spider, CASE state WHEN 1 THEN 0 ELSE state END, attempts, error, error_kind,
-           CASE WHEN state = 3 THEN request END, CASE WHEN state = 3 THEN depth END
+           CASE WHEN state = 3 THEN request END, CASE WHEN state = 3 THEN depth END,
+           CASE WHEN state = 3 AND coalesce(error_kind, 'HTTPStatusError') = 'HTTPStatusError'
+                     AND error GLOB 'HTTP [0-9][0-9][0-9]'
+                THEN CAST(substr(error, 6) AS INTEGER) END
     FROM requests;
     INSERT INTO queue (spider, fingerprint, priority, depth, owner, request, host)
     SELECT spider, fingerprint, priority, depth, owner, request, crawler_host(request)
@@ -98,6 +103,14 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     DROP INDEX queue_ready;
     CREATE INDEX queue_ready ON queue (spider, host, priority DESC, seq) WHERE owner IS NULL;
     """),
+    # 5: a request failed by an HTTP status keeps the status as a number. Files before it said
+    # it only in the error text ("HTTP 503"), which is read this once (schema 1 had no kinds).
+    (5, """
+    ALTER TABLE seen ADD COLUMN error_status INTEGER;
+    UPDATE seen SET error_status = CAST(substr(error, 6) AS INTEGER)
+    WHERE state = 3 AND coalesce(error_kind, 'HTTPStatusError') = 'HTTPStatusError' AND error GLOB 'HTTP [0-9][0-9][0-9]';
+    DROP VIEW IF EXISTS requests;
+    """ + _FRONTIER_TABLES[_FRONTIER_TABLES.index("CREATE VIEW requests") :]),
 )
 
 

@@ -408,7 +408,7 @@ class SQLiteFrontier:
                 )
             else:
                 failed.append(
-                    (completion.attempts, completion.error, completion.error_kind,
+                    (completion.attempts, completion.error, completion.error_kind, completion.status,
                      lease.request.to_json(), lease.depth, lease.fingerprint)
                 )
         with self._db:
@@ -421,7 +421,7 @@ class SQLiteFrontier:
             # A failed request keeps its JSON and depth, so retry-failed can queue it again.
             self._db.executemany(
                 "UPDATE seen SET state = 3, attempts = attempts + ?, error = ?, error_kind = ?,"
-                " request = ?, depth = ? WHERE fingerprint = ?",
+                " error_status = ?, request = ?, depth = ? WHERE fingerprint = ?",
                 failed,
             )
             self._db.executemany(
@@ -475,6 +475,9 @@ class SQLiteFrontier:
     def failed_kinds(self) -> dict[str, int]:
         return failed_kinds(self._db, self._id)
 
+    def failed_statuses(self) -> dict[int, int]:
+        return failed_statuses(self._db, self._id)
+
     def failed(self, limit: int) -> list[FailedRequest]:
         rows = self._db.execute(
             "SELECT request, attempts, error, error_kind FROM seen WHERE spider = ? AND state = 3 LIMIT ?",
@@ -489,8 +492,8 @@ class SQLiteFrontier:
     def retry_failed(self, statuses: Iterable[int] = (), kinds: Iterable[str] = ()) -> int:
         conditions, parameters = [], []
         for status in statuses:
-            conditions.append("error = ?")
-            parameters.append(f"HTTP {status}")
+            conditions.append("error_status = ?")
+            parameters.append(status)
         for kind in kinds:
             conditions.append("error_kind = ?")
             parameters.append(kind)
@@ -509,7 +512,8 @@ class SQLiteFrontier:
                 "INSERT INTO queue (spider, fingerprint, priority, depth, request, host) VALUES (?, ?, ?, ?, ?, ?)", rows
             )
             self._db.executemany(
-                "UPDATE seen SET state = 0, error = NULL, error_kind = NULL, request = NULL, depth = NULL"
+                "UPDATE seen SET state = 0, error = NULL, error_kind = NULL, error_status = NULL,"
+                " request = NULL, depth = NULL"
                 " WHERE fingerprint = ?",
                 [(fp,) for fp, _, _ in chosen],
             )
@@ -549,3 +553,13 @@ def failed_kinds(db: sqlite3.Connection, spider_id: int) -> dict[str, int]:
         "SELECT error_kind, count(*) FROM seen WHERE spider = ? AND state = 3 GROUP BY error_kind", (spider_id,)
     )
     return {kind or "unknown": count for kind, count in rows}
+
+
+def failed_statuses(db: sqlite3.Connection, spider_id: int) -> dict[int, int]:
+    """A spider's requests failed by an HTTP status, by status (also read by ``crawler status``)."""
+    rows = db.execute(
+        "SELECT error_status, count(*) FROM seen WHERE spider = ? AND state = 3 AND error_status IS NOT NULL"
+        " GROUP BY error_status",
+        (spider_id,),
+    )
+    return dict(rows)

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..exceptions import CheckpointError
 from .base import RUN_STATS, SEEDED, FrontierCounts, Limits, State, crawl_is_finished
 from .schema import check_integrity, check_schema
-from .sqlite import failed_kinds, lock_holder
+from .sqlite import failed_kinds, failed_statuses, lock_holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class SpiderStatus:
     hosts: dict[str, dict[str, float | None]] = field(default_factory=dict)  # host -> requests, errors...
     reasons: dict[str, int] = field(default_factory=dict)  # "filtered:offsite" -> count, etc.
     failed_kinds: dict[str, int] = field(default_factory=dict)  # "ReadTimeout" -> requests failed now
+    failed_statuses: dict[int, int] = field(default_factory=dict)  # 503 -> requests failed now by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +95,5 @@ def _spider_status(db: sqlite3.Connection, spider_id: int, name: str, limits: Li
         hosts=run_stats.get("hosts", {}),
         reasons=run_stats.get("counts", {}),
         failed_kinds=failed_kinds(db, spider_id),
+        failed_statuses=failed_statuses(db, spider_id),
     )
