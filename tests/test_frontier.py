@@ -103,6 +103,23 @@ def test_a_done_request_is_still_seen(frontier: SQLiteFrontier) -> None:
     assert frontier.add(pending("/a")) == 0
 
 
+def test_links_of_a_batch_that_was_rolled_back_are_queued_when_they_come_again(
+    frontier: SQLiteFrontier, checkpoint: Checkpoint
+) -> None:
+    # The frontier remembers what the seen-set holds, to skip known links cheaply; what a
+    # failed transaction added was never committed, and must not be remembered.
+    checkpoint.db.execute(
+        "CREATE TEMP TRIGGER refuse_boom BEFORE INSERT ON queue WHEN NEW.request LIKE '%boom%'"
+        " BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+    )
+    with pytest.raises(CheckpointError):
+        frontier.add(pending("/a", "/b", "/boom"))
+    checkpoint.db.execute("DROP TRIGGER refuse_boom")
+    assert frontier.add(pending("/a", "/b")) == 2
+    assert frontier.add(pending("/a", "/b")) == 0  # and now they are known
+    assert frontier.counts() == FrontierCounts(queued=2)
+
+
 # -- leases ---------------------------------------------------------------------------------------
 
 

@@ -59,6 +59,11 @@ def lock_holder(path: Path) -> str | None:
         return None
 
 
+# How many fingerprints a frontier remembers as seen before it starts over: about 16 MB, and
+# enough to hold a site's navigation many times over.
+_KNOWN_SEEN_LIMIT = 200_000
+
+
 class Checkpoint:
     """An open, locked checkpoint file."""
 
@@ -269,6 +274,10 @@ class SQLiteFrontier:
             ).fetchall())
         )
         self._waiting_until: dict[str, float] = {}
+        # Fingerprints known to be in the seen-set, most of them from this run. Most links a page
+        # yields were seen before (navigation, related items), and the check costs a set lookup.
+        self._known_seen: set[bytes] = set()
+        self._seen_staged: list[bytes] = []
 
     def _reclaim_in_flight(self) -> int:
         """Requeue what an earlier run left in flight: we hold the lock, so its owner is gone."""
@@ -296,12 +305,16 @@ class SQLiteFrontier:
         return counts
 
     def _queue_new(self, pending: Iterable[Pending]) -> int:
-        """Queue the requests whose fingerprint was never seen; inside the caller's transaction."""
-        rows = [
-            (position, fingerprint(self.spider, entry.request), entry.request.priority, entry.depth,
-             entry.request.to_json(), host_key(entry.request.url))
-            for position, entry in enumerate(pending)
-        ]
+        """Queue the requests whose fingerprint was never seen; inside the caller's transaction,
+        which calls ``_seen_committed`` once it commits."""
+        known = self._known_seen
+        rows = []
+        for position, entry in enumerate(pending):
+            if (seen_as := fingerprint(self.spider, entry.request)) in known:
+                continue  # already in the seen-set: no JSON, no host, no SQL for it
+            rows.append((position, seen_as, entry.request.priority, entry.depth, entry.request.to_json(),
+                         host_key(entry.request.url)))
+        self._seen_staged = [row[1] for row in rows]
         if not rows:
             return 0
         self._db.executemany("INSERT INTO temp.candidates VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -326,11 +339,21 @@ class SQLiteFrontier:
         self._counts["queued"] += added
         return added
 
+    def _seen_committed(self) -> None:
+        """What the last ``_queue_new`` put in the seen-set is committed: remember it. (Before the
+        commit it could still be rolled back, and a link remembered then would never be queued.)"""
+        if len(self._known_seen) + len(self._seen_staged) > _KNOWN_SEEN_LIMIT:
+            self._known_seen.clear()
+        self._known_seen.update(self._seen_staged)
+        self._seen_staged = []
+
     @_checkpoint_errors
     def add(self, pending: Iterable[Pending]) -> int:
         with self._db:
             self._db.execute("BEGIN")
-            return self._queue_new(pending)
+            added = self._queue_new(pending)
+        self._seen_committed()
+        return added
 
     def _queued_more(self, hosts: Counter[str]) -> None:
         """Requests became ready on these hosts (new, released or requeued)."""
@@ -437,6 +460,7 @@ class SQLiteFrontier:
                 "INSERT INTO rejected (spider, url, error, data) VALUES (?, ?, ?, ?)", rejected
             )
             self._put_state("last_activity", str(time.time()))
+        self._seen_committed()
         # Deferred rows are queued again but not ready: leasing finds when they will be.
         self._queued_by_host.update(deferred_hosts)
         self._counts["in_flight"] -= len(completions)
