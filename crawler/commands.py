@@ -28,7 +28,6 @@ from .auth.setup import check_secrets, environment
 from .callbacks import missing_callbacks
 from .exporters import make_format
 from .loader import load_spiders
-from .practice import PracticeSite
 
 
 
@@ -71,7 +70,12 @@ def _check(config: Config, path: Path, out: Console) -> int:
         make_format(config.output, spider)  # the CSV columns a spider's items get
     if missing := [str(problem) for spider in spiders for problem in missing_callbacks(type(spider))]:
         raise ConfigError(missing)
-    check_secrets(config, environment(config, PracticeSite().demo_credentials))
+    demo_account = None
+    if config.practice_site.serve:  # its demo account stands in for unset credentials
+        from .practice import PracticeSite
+
+        demo_account = PracticeSite().demo_credentials
+    check_secrets(config, environment(config, demo_account))
     out.print(f"{path}: OK ({len(spiders)} spider{'s' if len(spiders) != 1 else ''}: "
               f"{', '.join(spider.name for spider in spiders)})")
     return EXIT_OK

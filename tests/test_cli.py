@@ -526,3 +526,14 @@ def test_requests_that_fail_on_an_internal_error_are_counted_shown_and_exit_1(tm
     # Run again, the crawl is finished: the same story, from the checkpoint.
     assert again.code == 1 and "2 requests failed on an internal error" in again.err
     assert "1 done, 0 queued, 0 in flight, 2 failed" in status.out and "Failed: InternalError 2" in status.out
+
+
+def test_the_practice_site_is_loaded_only_by_a_config_that_serves_it(tmp_path: Path) -> None:
+    project(tmp_path, '[[spiders]]\nspider = "products"\nargs = { start_url = "http://127.0.0.2:1/" }\n')
+    probe = (
+        "import sys\nfrom crawler.commands import run_command\n"
+        "code = run_command(['check', 'config.toml'])\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith('crawler.practice')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
