@@ -34,7 +34,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util import Timeout
 from urllib3.util.wait import wait_for_read
 
-BrokenFraming = Callable[[str], None]
+FramingReporter = Callable[[str], None]
 """Told the host of a connection that held bytes past the end of a response."""
 
 
@@ -206,7 +206,7 @@ class _Checked:
     """What both connection classes add to urllib3's: checked responses, a deadline per
     exchange (set by the pool before each request), and a look at idle bytes on reuse."""
 
-    on_broken_framing: BrokenFraming
+    on_broken_framing: FramingReporter
     on_connect: Callable[[], None]
     broken_hosts: set[str]  # hosts that broke framing: their connections are never reused
     exchange_deadline: float | None = None
@@ -258,7 +258,7 @@ class _Checked:
 
 
 def checked_connection_classes(
-    on_broken_framing: BrokenFraming, on_connect: Callable[[], None]
+    on_broken_framing: FramingReporter, on_connect: Callable[[], None]
 ) -> tuple[type[HTTPConnection], type[HTTPSConnection]]:
     """urllib3 connection classes (plain, TLS) that report broken framing to
     ``on_broken_framing`` and each connection they open to ``on_connect``. Once a host broke

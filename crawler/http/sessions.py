@@ -26,7 +26,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from ..stats import Stats
-from .framing import BrokenFraming, ExchangeTimeout, checked_connection_classes, deadline_of
+from .framing import ExchangeTimeout, FramingReporter, checked_connection_classes, deadline_of
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def make_session_factory(
     return build
 
 
-def _framing_reporter(stats: Stats) -> BrokenFraming:
+def _framing_reporter(stats: Stats) -> FramingReporter:
     """Counts each connection closed for bytes past a response's end, and warns once per host:
     a server that does it is broken, and any client that reused the connection would have
     taken those bytes for the next page."""
