@@ -24,7 +24,7 @@ from .cli import (
 )
 from .config import Config, load_config
 from .exceptions import CheckpointError, CheckpointWriteFailed, ConfigError, CrawlerError, LoginFailed, OutputError
-from .auth.setup import check_secrets, environment
+from .runner.auth import check_secrets, environment
 from .callbacks import missing_callbacks
 from .exporters import make_format
 from .loader import load_spiders

@@ -20,29 +20,29 @@ from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 import requests
 
-from .callbacks import missing_callbacks
-from .config import Config, SpiderConfig
-from .engine import Crawl, CrawlResult
-from .exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
-from .exporters import OutputFile, make_format
-from .frontier.base import FrontierCounts, Limits, ResumeInfo
-from .frontier.sqlite import Checkpoint, delete_checkpoint
-from .auth.cookies import CrawlCookieJar
-from .auth.setup import build_spider_auth, check_secrets, cookie_file, environment
-from .http.fetcher import Fetcher, Timeouts
-from .http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
-from .loader import load_spiders
-from .politeness.hosts import AdaptiveDelay, Delay, FixedDelay, HostLimits, HostScheduler
-from .politeness.robots import RobotsCache
-from .retry import RetryPolicy
-from .rules import CrawlRules
-from .spider import Spider
-from .stats import Stats
-from .stopping import StopSignal
-from .worker import LeaseProcessor
+from ..callbacks import missing_callbacks
+from ..config import Config, SpiderConfig
+from ..engine import Crawl, CrawlResult
+from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
+from ..exporters import OutputFile, make_format
+from ..frontier.base import FrontierCounts, Limits, ResumeInfo
+from ..frontier.sqlite import Checkpoint, delete_checkpoint
+from ..auth.cookies import CrawlCookieJar
+from ..http.fetcher import Fetcher, Timeouts
+from ..http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
+from ..loader import load_spiders
+from ..politeness.hosts import AdaptiveDelay, Delay, FixedDelay, HostLimits, HostScheduler
+from ..politeness.robots import RobotsCache
+from ..retry import RetryPolicy
+from ..rules import CrawlRules
+from ..spider import Spider
+from ..stats import Stats
+from ..stopping import StopSignal
+from ..worker import LeaseProcessor
+from .auth import build_spider_auth, check_secrets, cookie_file, environment
 
 if TYPE_CHECKING:
-    from .practice import PracticeSite
+    from ..practice import PracticeSite
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def _practice_site(config: Config, *, resuming: bool) -> Iterator[PracticeSite |
     if not settings.serve:
         yield None
         return
-    from .practice import PracticeSite
+    from ..practice import PracticeSite
 
     port_file = _site_port_file(config)
     remembered = _remembered_port(port_file) if resuming and not settings.port else None

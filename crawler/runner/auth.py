@@ -1,4 +1,6 @@
-"""Building a spider's login, token headers and cookie jar from its config entry and its methods."""
+"""The runner's wiring of a spider's login, token headers and cookie jar, from its config entry
+and its methods, and of where credentials come from. Here, not in ``crawler.auth``: the
+mechanism there knows nothing of the config."""
 
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ from ..request import DEFAULT_PORTS
 from ..spider import Spider
 from ..stats import Stats
 from ..urls import normalize_url
-from .cookies import CrawlCookieJar
-from .login import FormLogin, Login, LoginCoordinator, SpiderLogin
-from .tokens import BearerToken, TokenAuth
+from ..auth.cookies import CrawlCookieJar
+from ..auth.login import FormLogin, Login, LoginCoordinator, SpiderLogin
+from ..auth.tokens import BearerToken, TokenAuth
 
 #: The practice site's demo account, offered as environment defaults while the CLI serves it.
 PRACTICE_ENVIRONMENT = {
