@@ -371,12 +371,12 @@ class PythonServer:
 
     name = "python"
 
-    def __init__(self, site: Site, tls: TlsFiles, workdir: Path) -> None:
+    def __init__(self, site: Site, tls: TlsFiles, workdir: Path, latency: float = 0.0) -> None:
         workdir.mkdir()
         log = workdir / "stderr.log"
         with open(log, "wb") as stderr:
             command = [sys.executable, os.path.abspath(__file__), "--serve"]
-            command += [str(site.root), str(tls.cert_pem), str(tls.key_pem)]
+            command += [str(site.root), str(tls.cert_pem), str(tls.key_pem), str(latency)]
             self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -438,9 +438,10 @@ class _FileServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, files: dict[str, bytes], counters: _ServerCounters) -> None:
+    def __init__(self, files: dict[str, bytes], counters: _ServerCounters, latency: float = 0.0) -> None:
         self.files = files
         self.counters = counters
+        self.latency = latency  # seconds each page is held before it is sent
         super().__init__(("127.0.0.1", 0), _FileHandler)
 
     def get_request(self) -> tuple[Any, Any]:
@@ -455,9 +456,11 @@ class _FileServer(ThreadingHTTPServer):
 
 
 class _TlsFileServer(_FileServer):
-    def __init__(self, files: dict[str, bytes], counters: _ServerCounters, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, files: dict[str, bytes], counters: _ServerCounters, context: ssl.SSLContext, latency: float = 0.0
+    ) -> None:
         self.tls_context = context
-        super().__init__(files, counters)
+        super().__init__(files, counters, latency)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The handshake runs here, in the connection's own thread, so a slow handshake never
@@ -485,6 +488,8 @@ class _FileHandler(BaseHTTPRequestHandler):
             body, content_type, status = self.server.counters.status_page(), "text/plain", "200 OK"
         elif (page := self.server.files.get(path)) is not None:
             body, content_type, status = page, "text/html; charset=utf-8", "200 OK"
+            if self.server.latency:
+                time.sleep(self.server.latency)  # a slow backend: this connection's thread waits
         else:
             body, content_type, status = b"not found\n", "text/plain", "404 Not Found"
         close = self.headers.get("Connection", "").lower() == "close"
@@ -500,7 +505,7 @@ class _FileHandler(BaseHTTPRequestHandler):
         pass  # an access log would cost more than serving the page
 
 
-def serve_python(site_root: Path, cert: Path, key: Path) -> None:
+def serve_python(site_root: Path, cert: Path, key: Path, latency: float) -> None:
     """The child process of PythonServer: both ports, files preloaded into memory."""
     files = {
         "/" + path.relative_to(site_root).as_posix(): path.read_bytes()
@@ -510,15 +515,19 @@ def serve_python(site_root: Path, cert: Path, key: Path) -> None:
     counters = _ServerCounters()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
-    plain = _FileServer(files, counters)
-    secure = _TlsFileServer(files, counters, context)
+    plain = _FileServer(files, counters, latency)
+    secure = _TlsFileServer(files, counters, context, latency)
     threading.Thread(target=secure.serve_forever, daemon=True).start()
     print("READY", plain.server_address[1], secure.server_address[1], flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     plain.serve_forever()
 
 
-def start_server(choice: str, site: Site, tls: TlsFiles, workdir: Path) -> Server:
+def start_server(choice: str, site: Site, tls: TlsFiles, workdir: Path, latency: float = 0.0) -> Server:
+    if latency:
+        # nginx holds no response back without a module of its own (echo's echo_sleep); the
+        # Python server gives each connection a thread, so held pages overlap.
+        return PythonServer(site, tls, workdir / "pyserver", latency)
     if choice in ("nginx", "auto"):
         binary = find_nginx()
         if binary is None:
@@ -930,18 +939,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cap on pages the naive crawler fetches (default 2000; 0 = the whole site)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder and print where it is")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, metavar="MS",
+        help="hold every page this many milliseconds before sending it (a latency-bound site; "
+             "served by the Python server, and the naive crawler gets 200 pages)",
+    )
     # Internal: the Python fallback server's child process.
-    parser.add_argument("--serve", nargs=3, metavar=("SITE", "CERT", "KEY"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=4, metavar=("SITE", "CERT", "KEY", "LATENCY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.pages < 1 or args.runs < 1 or args.workers < 1 or args.naive_pages < 0:
-        parser.error("--pages, --runs and --workers must be positive, --naive-pages not negative")
+    if args.pages < 1 or args.runs < 1 or args.workers < 1 or args.naive_pages < 0 or args.latency < 0:
+        parser.error("--pages, --runs and --workers must be positive, --naive-pages and --latency not negative")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
-        serve_python(Path(args.serve[0]), Path(args.serve[1]), Path(args.serve[2]))
+        serve_python(Path(args.serve[0]), Path(args.serve[1]), Path(args.serve[2]), float(args.serve[3]))
         return 0
     # Errors only: a warning per failed page would bury the table; failures are counted instead.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -955,8 +969,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         site = generate_site(temp / "site", args.pages)
         naive_limit = args.naive_pages or site.pages
+        if args.latency and args.naive_pages == 2000:
+            naive_limit = 200  # one page at a time, each held: the default would take minutes
         tls = make_tls(temp)
-        server = start_server(args.server, site, tls, temp)
+        server = start_server(args.server, site, tls, temp, args.latency / 1000)
         configs = write_engine_project(temp / "project", server, tls, args.workers)
         overhead = status_overhead(server)
         print(
