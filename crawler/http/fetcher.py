@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TypeVar
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -46,6 +47,8 @@ from .framing import ExchangeTimeout, IncompleteHeaders, UntrustedResponse
 from .sessions import SessionRegistry, exchange, prepare
 
 logger = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=BaseException)
 
 _CHUNK = 64 * 1024
 # Names of headers that usually carry a secret (X-Api-Key, X-Auth-Token, Cookie, ...).
@@ -110,6 +113,13 @@ def _root_cause(error: BaseException) -> BaseException | None:
     return getattr(inner, "reason", inner) if isinstance(inner, BaseException) else None
 
 
+def _carried(error: BaseException | None, kind: type[E]) -> E | None:
+    """The ``kind`` of error (one of ``crawler.http.framing``'s) urllib3 wrapped in a ProtocolError."""
+    if isinstance(error, ProtocolError) and error.args and isinstance(inner := error.args[-1], kind):
+        return inner
+    return None
+
+
 def translate_error(error: requests.RequestException, request: Request) -> exc.FetchError:
     """Map a requests error to the most specific error of ours."""
     text = str(error) or type(error).__name__
@@ -136,7 +146,7 @@ def translate_error(error: requests.RequestException, request: Request) -> exc.F
             return exc.ConnectError(f"cannot connect: {cause}", request)
         if isinstance(cause, ReadTimeoutError):  # raised while streaming the body
             return exc.ReadTimeout(f"read timeout: {cause}", request)
-        if isinstance(cause, ProtocolError) and isinstance(cut := cause.args[-1], IncompleteHeaders):
+        if (cut := _carried(cause, IncompleteHeaders)) is not None:
             return exc.ConnectionLost(f"connection lost: {cut}", request)
     return exc.ConnectionLost(f"connection lost: {text}", request)
 
@@ -433,11 +443,9 @@ def _stream(raw: requests.Response, request: Request) -> Iterator[bytes]:
             raise exc.ReadTimeout(f"read timeout: {error}", request) from error
         except DecodeError as error:
             raise exc.InvalidRequest(f"cannot decode the body: {error}", request) from error
-        except ProtocolError as error:
-            if isinstance(untrusted := error.args[-1], UntrustedResponse):
-                raise exc.BrokenFraming(f"broken framing: {untrusted}", request) from error
-            raise exc.ConnectionLost(f"connection lost: {error}", request) from error
         except (HTTPError, OSError) as error:
+            if (untrusted := _carried(error, UntrustedResponse)) is not None:
+                raise exc.BrokenFraming(f"broken framing: {untrusted}", request) from error
             raise exc.ConnectionLost(f"connection lost: {error}", request) from error
         if not chunk:
             return

@@ -25,7 +25,6 @@ import functools
 import http.client
 import io
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -102,21 +101,8 @@ class _Reader(io.RawIOBase):
         return count
 
     def _read_waiting(self, buffer: Any) -> int | None:
-        # Asked after almost every response, and almost always nothing waits: a poll, and no
-        # read (which for TLS means raising and catching SSLWantReadError), says so cheaply.
-        pending = getattr(self.sock, "pending", None)  # bytes TLS has decrypted but not handed out
-        if not (pending and pending()) and not wait_for_read(self.sock, timeout=0.0):
-            return None
-        timeout = self.sock.gettimeout()
-        self.sock.settimeout(0.0)
-        try:
-            return self._file.readinto(buffer) or None  # a close is not bytes past the end
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return None
-        except OSError:
-            return None  # the connection is gone: nothing can be read from it, nothing reused
-        finally:
-            self.sock.settimeout(timeout)
+        # 0 (the peer closed) is not bytes past the end either.
+        return _read_at_once(self.sock, lambda: self._file.readinto(buffer)) or None
 
     def close(self) -> None:
         self._file.close()
@@ -187,17 +173,22 @@ class CheckedResponse(http.client.HTTPResponse):
             raise UntrustedResponse("bytes followed the response on a reused connection")
 
 
-def _holds_bytes(sock: socket.socket) -> bool:
-    """Whether an idle connection that is readable holds bytes (rather than a close). Reads
-    what it finds: the connection is not reused either way."""
+def _read_at_once(sock: socket.socket, read: Callable[[], int | bytes | None]) -> int | bytes | None:
+    """What ``read`` gets from ``sock`` without waiting; None if nothing waits.
+
+    Asked after almost every response, and almost always nothing waits: a poll says so
+    cheaply, without a read (which for TLS means raising and catching SSLWantReadError). Only
+    TLS housekeeping waiting (a session ticket), or a connection that is gone, is nothing too.
+    """
+    pending = getattr(sock, "pending", None)  # bytes TLS has decrypted but not handed out
+    if not (pending and pending()) and not wait_for_read(sock, timeout=0.0):
+        return None
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
     try:
-        return bool(sock.recv(1))
-    except (BlockingIOError, ssl.SSLWantReadError):
-        return False  # only TLS housekeeping (a session ticket) was waiting
-    except OSError:
-        return False
+        return read()
+    except OSError:  # BlockingIOError and SSLWantReadError among them
+        return None
     finally:
         sock.settimeout(timeout)
 
@@ -243,7 +234,9 @@ class _Checked:
             return False
         if not wait_for_read(self.sock, timeout=0.0):
             return True
-        if _holds_bytes(self.sock):
+        # Readable: what it holds is read, as the connection is not reused either way.
+        sock = self.sock
+        if _read_at_once(sock, lambda: sock.recv(1)):
             self._broke_framing(host)
         return False
 

@@ -311,7 +311,8 @@ def run_crawl(
 ) -> RunReport:
     reporter = reporter or QuietReporter()
     # A wrong name, argument or CSV column is reported before anything is opened or served.
-    for spider in load_spiders(config, only).values():
+    spiders = load_spiders(config, only)
+    for spider in spiders.values():
         make_format(config.output, spider)
         for missing in missing_callbacks(type(spider)):
             logger.warning("%s: the requests that name it will fail", missing)
@@ -330,7 +331,7 @@ def run_crawl(
             # the port the site was served on.
             config = config.with_practice_site(site.url)
             demo_account = site.demo_credentials
-        spiders = load_spiders(config, only)
+            spiders = load_spiders(config, only)  # made again, with the URLs filled in
         run = _Run(config, checkpoint, stats, stop, reporter, environment(config, demo_account), _pool_sizing(config))
         check_secrets(config, run.environ)
         if fresh:
