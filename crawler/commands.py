@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--spider", metavar="NAME", help="run only this spider")
     run.add_argument("--fresh", action="store_true", help="forget the checkpoint and start over")
     run.add_argument("-v", "--verbose", action="store_true", help="log every failure and retry")
+    run.add_argument("--processes", type=int, metavar="N",
+                     help="fetch and parse in N processes (crawl.processes), to use N cores")
     check = commands.add_parser("check", help="validate a config without crawling")
     check.add_argument("config", type=Path, metavar="CONFIG")
     listing = commands.add_parser("list", help="list the spiders a config would run")
@@ -91,12 +93,11 @@ def _list(config: Config, out: Console) -> int:
 
 
 def _status(config: Config, out: Console) -> int:
-    from .frontier.status import read_status
     from .progress import print_status
-    from .runner import limits_of
+    from .runner import backend_of, limits_of
 
     limits = {spider.name: limits_of(config.spiders[index]) for index, spider in load_spiders(config).items()}
-    print_status(out, read_status(config.resolve(config.checkpoint.path), limits))
+    print_status(out, backend_of(config).status(limits))
     return EXIT_OK
 
 
@@ -117,6 +118,8 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
     from .runner import run_crawl
 
     _configure_logging(err, args.verbose)
+    if args.processes is not None:
+        config = config.with_overrides({"crawl": {"processes": args.processes}}, "--processes")
     report = run_crawl(config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err))
     outputs = {result.spider: str(config.output_path(result.spider)) for result in report.results}
     if report.results and not all(result.already_finished for result in report.results):

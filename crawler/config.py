@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -130,11 +130,22 @@ class OutputConfig(_Section):
 
 
 class CheckpointConfig(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    """Where the crawl's state is kept: ``sqlite``, one file on this machine (``path``)."""
     path: Path = Path(".crawler/checkpoint.db")
+    lease_time: PositiveSeconds = 60.0
+    """Seconds a leased request stays its holder's without a heartbeat (renewed every third of
+    it while the work runs). A holder that stops answering gives its work back after this; on one
+    machine, a dead process's work comes back at once."""
 
 
 class CrawlConfig(_Section):
     workers: int = Field(16, ge=1, le=1024)
+    """Requests in flight at once, over all processes."""
+    processes: int = Field(1, ge=1, le=256)
+    """Processes that fetch and parse (``--processes``). With more than one, this process
+    coordinates (checkpoint, scheduling, login, output) and each of the others runs its share
+    of the workers, so a crawl can use every core."""
     shutdown_grace: Seconds = 10.0
     """Seconds in-flight requests get to finish after the first Ctrl-C or SIGTERM."""
 
@@ -399,6 +410,26 @@ class Config(_Section):
     def with_practice_site(self, url: str) -> Config:
         """This config with ``{practice_site}`` replaced by ``url``, the served site's address."""
         return self.model_copy(update={"spiders": [entry.with_practice_site(url) for entry in self.spiders]})
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str) -> Config:
+        """This config with ``overrides`` (sections of keys, as in the file) laid over it,
+        validated like the file; ``source`` names where they came from in the errors."""
+        try:
+            config = Config.model_validate(_laid_over(self.model_dump(), overrides))
+        except ValidationError as error:
+            raise ConfigError(describe_errors(source, error)) from None
+        config._base_dir = self._base_dir
+        return config
+
+
+def _laid_over(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _laid_over(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -1,9 +1,9 @@
-"""The engine: runs one spider's crawl with a pool of worker threads over a frontier.
+"""The engine: runs one spider's crawl over a frontier, with workers (threads or processes).
 
 The engine thread is the only one that talks to the frontier. It leases work host by host, as
-much as each host's limits can use, into the host scheduler that worker threads take from, and
-commits what they hand back in batches (one transaction for many pages), which is where a
-checkpointing crawler's speed is won.
+much as each host's limits can use, into the host scheduler that workers take from, and commits
+what they hand back in batches (one transaction for many pages), which is where a checkpointing
+crawler's speed is won. It renews the leases it holds (their heartbeat) and reclaims expired ones.
 
 The crawl is finished by one rule (``crawl_is_finished``), which ``crawler status`` applies to the
 checkpoint on disk too; the engine adds only that it holds no lease itself.
@@ -14,20 +14,22 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .admission import checked_requests
 from .exceptions import SpiderError
 from .exporters import OutputFile
-from .frontier.base import RUN_STATS, SEEDED, Completion, Frontier, FrontierCounts, Lease, Limits, Pending, crawl_is_finished
+from .frontier.base import RUN_STATS, SEEDED, Completion, Entry, Frontier, FrontierCounts, Lease, Limits, crawl_is_finished
 from .politeness.hosts import HostScheduler
+from .processing import Outcome
+from .seen import SeenFilter
 from .spider import Spider
 from .stats import Stats, reason_counts
 from .stopping import StopSignal
-from .worker import LeaseProcessor, Once, checked_requests
+from .workers import Workers
 
 logger = logging.getLogger(__name__)
 
@@ -69,34 +71,39 @@ class Crawl:
         self,
         spider: Spider,
         frontier: Frontier,
-        processor: LeaseProcessor,
+        workers: Workers,
         output: OutputFile,
         stats: Stats,
         *,
         scheduler: HostScheduler,
-        workers: int,
+        concurrency: int,
         shutdown_grace: float,
         stop: StopSignal,
         limits: Limits = Limits(),
+        seen: SeenFilter | None = None,
+        lease_time: float = 60.0,
     ) -> None:
         self.spider = spider
         self.frontier = frontier
-        self.processor = processor
+        self.workers = workers
         self.output = output
         self.stats = stats
         self.scheduler = scheduler
-        self.workers = workers
+        self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self.stop = stop
         self.limits = limits
+        self.seen = seen if seen is not None else SeenFilter()
+        # Renewed well before they run out: a late heartbeat must not lose the leases.
+        self._renew_every = lease_time / 3
         self.counts = self._started = frontier.counts()
         self._results: queue.SimpleQueue[tuple[Lease, Completion | None]] = queue.SimpleQueue()
         # A bound on all leases out: waiting in the scheduler, being worked on, or done and
         # awaiting commit.
-        self._max_held = 8 * workers
-        self._held = 0  # leases handed to the scheduler and not yet come back
+        self._max_held = 8 * concurrency
+        # Leases handed to the scheduler and not yet come back, by entry.
+        self._out: dict[int, Lease] = {}
         self._seeded = frontier.get_state(SEEDED) is not None
-        self._first_internal_error = Once()
         self._stats_at_start = stats.snapshot()
         self._earlier_runs = previous_run_stats(frontier)
         # The per-host table goes on from where earlier runs left it.
@@ -108,22 +115,31 @@ class Crawl:
         """Queue the start requests, once per crawl (a resumed crawl does not revisit them)."""
         if self._seeded:
             return
-        batch: list[Pending] = []
+        batch: list[Entry] = []
+        name = self.spider.name
         try:
-            for request in checked_requests(self.spider.start_requests(), self.stats, self.spider.name):
-                batch.append(Pending(request, 0))
+            for request in checked_requests(self.spider.start_requests(), self.stats, name):
+                batch.append(Entry.of(name, request, 0))
                 if len(batch) >= _SEED_BATCH:
-                    self.frontier.add(batch)
+                    self._add(batch)
                     batch.clear()
         except Exception as error:  # the spider's own code: without its start requests there is no crawl
-            self.frontier.add(batch)  # kept; the next run seeds again and dedupe drops these
-            raise SpiderError(self.spider.name, "start_requests", f"{type(error).__name__}: {error}") from error
-        self.frontier.add(batch)
+            self._add(batch)  # kept; the next run seeds again and dedupe drops these
+            raise SpiderError(name, "start_requests", f"{type(error).__name__}: {error}") from error
+        self._add(batch)
         # Set after the adds: if the process dies in between, the next run adds them again and
         # dedupe drops the ones already there.
         self.frontier.set_state(SEEDED, "1")
         self._seeded = True
         self.counts = self.frontier.counts()
+
+    def _add(self, entries: list[Entry]) -> None:
+        self.frontier.add(entry for entry in entries if entry.fingerprint not in self.seen)
+        self.seen.committed(entry.fingerprint for entry in entries)
+
+    @property
+    def _held(self) -> int:
+        return len(self._out)
 
     def is_finished(self) -> bool:
         return self._held == 0 and crawl_is_finished(self._seeded, self.frontier.counts(), self.limits)
@@ -138,21 +154,16 @@ class Crawl:
                 reasons=self.reasons(),
             )
         self.seed()
-        threads = [
-            threading.Thread(target=self._work, name=f"crawler-worker-{n}", daemon=True)
-            for n in range(self.workers)
-        ]
-        for thread in threads:
-            thread.start()
+        self.workers.start(self.scheduler.take, self._report)
         loop_ended = False
         try:
             self._loop()
             loop_ended = True
         finally:
-            # After a finished crawl the workers are idle and exit at once. After a stop or an
-            # error, whatever still runs keeps its lease in flight for the next run to take
-            # back; workers are daemon threads, so they cannot hold the process open.
-            self._stop_workers(threads, wait=loop_ended and not self.stop.graceful.is_set())
+            # After a finished crawl the workers are idle and stop at once. After a stop or an
+            # error, whatever still runs keeps its lease in flight for the next run to take back.
+            self.scheduler.close()
+            self.workers.stop(wait=loop_ended and not self.stop.graceful.is_set())
             if loop_ended:  # after a checkpoint or disk error, writing more would fail the same way
                 self.output.sync()
                 self.save_run_stats()
@@ -162,12 +173,6 @@ class Crawl:
             hosts=self.host_rows(), failed_kinds=self.frontier.failed_kinds(),
             failed_statuses=self.frontier.failed_statuses(), reasons=self.reasons(),
         )
-
-    def _stop_workers(self, threads: list[threading.Thread], *, wait: bool) -> None:
-        self.scheduler.close()
-        if wait:
-            for thread in threads:
-                thread.join()
 
     def save_run_stats(self) -> None:
         """Record this spider's per-host table and counts by reason (with earlier runs')."""
@@ -193,29 +198,13 @@ class Crawl:
             for status in self.scheduler.hosts()
         }
 
-    def _work(self) -> None:
-        while (lease := self.scheduler.take()) is not None:
-            if self.stop.graceful.is_set():
-                self.scheduler.finished(lease, latency=None, ok=True)
-                self._results.put((lease, None))
-                continue
-            try:
-                completion = self.processor.process(lease)
-            except BaseException as error:  # noqa: BLE001 - a worker that dies would hold its lease forever
-                # A bug of ours, not the site's or the spider's: fail the request (so it is not
-                # retried into the same bug forever) and keep the worker alive.
-                for name in ("internal_errors", "failed", "failed:InternalError"):
-                    self.stats.inc(name)
-                # The first with its traceback, for the bug report; the rest one line each.
-                logger.error(
-                    "internal error (a bug in crawler) while processing %s: %r", lease.request.url, error,
-                    exc_info=self._first_internal_error(),
-                )
-                completion = Completion(lease, 0, f"internal error: {error!r}", "InternalError")
-            self._results.put((lease, completion))
+    def _report(self, lease: Lease, outcome: Outcome) -> None:
+        """From a worker: the host gets its slot back, the completion waits for the next commit."""
+        self.scheduler.finished(lease, latency=outcome.latency, ok=outcome.ok)
+        self._results.put((lease, outcome.completion))
 
     def _loop(self) -> None:
-        last_sync = time.monotonic()
+        last_sync = last_renewal = time.monotonic()
         deadline: float | None = None
         while True:
             if self.stop.graceful.is_set():
@@ -228,6 +217,9 @@ class Crawl:
                 self._lease_more()
             self._commit(self._collect())
             now = time.monotonic()
+            if now - last_renewal >= self._renew_every:
+                self._heartbeat()
+                last_renewal = now
             if now - last_sync >= _OUTPUT_SYNC_INTERVAL:
                 self.output.sync()
                 self.save_run_stats()
@@ -262,13 +254,30 @@ class Crawl:
                     break
         if wants:
             leases = self.frontier.lease(wants)
+            self._out.update((lease.entry, lease) for lease in leases)
             self.scheduler.put(leases)
-            self._held += len(leases)
+
+    def _heartbeat(self) -> None:
+        """Renew every lease out (so work that runs long keeps it), and queue again whatever
+        anyone let expire."""
+        if (held := len(self._out)) and (renewed := self.frontier.renew(self._out.values())) < held:
+            logger.warning("%d of this crawl's leases had expired before they were renewed", held - renewed)
+        if reclaimed := self.frontier.reclaim_expired():
+            self.stats.inc("leases_reclaimed", reclaimed)
+            logger.warning("%d expired leases were queued again", reclaimed)
 
     def _release_unstarted(self) -> None:
         unstarted = self.scheduler.drain()
-        self.frontier.release(unstarted)
-        self._held -= len(unstarted)
+        self._count_stale(self.frontier.release(unstarted))
+        for lease in unstarted:
+            del self._out[lease.entry]
+
+    def _count_stale(self, stale: int) -> None:
+        if stale:
+            # The lease expired and was reclaimed while this crawl worked on it: whoever holds
+            # it now commits the request, so the result here must not be.
+            self.stats.inc("stale_completions", stale)
+            logger.warning("%d results came back after their leases had expired; they were dropped", stale)
 
     def _collect(self) -> list[tuple[Lease, Completion | None]]:
         if self._held == 0:
@@ -279,7 +288,7 @@ class Crawl:
             batch = [self._results.get(timeout=0.1)]
         except queue.Empty:
             return []
-        if self._results.qsize() < self.workers:
+        if self._results.qsize() < self.concurrency:
             time.sleep(_COMMIT_GATHER)
         while len(batch) < _COMMIT_BATCH:
             try:
@@ -293,9 +302,13 @@ class Crawl:
             return
         completions = [completion for _, completion in batch if completion is not None]
         released = [lease for lease, completion in batch if completion is None]
-        self.frontier.complete(completions)
-        self.frontier.release(released)
-        self._held -= len(batch)
+        committed = self.frontier.complete(completions)
+        self._count_stale(committed.stale + self.frontier.release(released))
+        if not committed.stale:
+            # Only what is committed is remembered as seen (see SeenFilter).
+            self.seen.committed(child.fingerprint for completion in completions for child in completion.children)
+        for lease, _ in batch:
+            del self._out[lease.entry]
         self.counts = self.frontier.counts()
 
 

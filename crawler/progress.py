@@ -13,8 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .engine import Crawl
-from .frontier.base import FrontierCounts, ResumeInfo
-from .frontier.status import CheckpointStatus
+from .frontier.base import CheckpointStatus, FrontierCounts, ResumeInfo
 from .runner import RunReport
 from .stats import Stats
 
@@ -69,7 +68,7 @@ def _progress_line(crawl: Crawl, stats: Stats) -> RenderableType:
 
 def print_status(console: Console, status: CheckpointStatus) -> None:
     """One line per spider (easy to read, and to grep), then who holds what."""
-    console.print(f"Checkpoint: {status.path}")
+    console.print(f"Checkpoint: {status.location}")
     for spider in status.spiders:
         counts = spider.counts
         last = (

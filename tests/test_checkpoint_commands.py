@@ -253,7 +253,7 @@ def test_a_checkpoint_from_schema_1_is_migrated(tmp_path: Path) -> None:
         [failure] = frontier.failed(10)
         assert (failure.url, failure.attempts, failure.error) == ("http://h/failed", 4, "HTTP 503")
         assert frontier.retry_failed(statuses=[503]) == 1
-    assert version == SCHEMA_VERSION == 5
+    assert version == SCHEMA_VERSION == 6
     assert auto_vacuum == 2  # incremental
 
 
@@ -297,7 +297,7 @@ def test_a_checkpoint_from_schema_3_gets_hosts_for_its_queue(tmp_path: Path) -> 
             ("b.example:8443", "https://B.example:8443/2"),
         ]
         (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 5
+    assert version == SCHEMA_VERSION == 6
 
 
 SCHEMA_4 = SCHEMA_3.replace("PRAGMA user_version = 3;", "PRAGMA user_version = 4;").replace(
@@ -325,4 +325,4 @@ def test_a_checkpoint_from_schema_4_keeps_failure_statuses_as_numbers(tmp_path: 
         assert frontier.retry_failed(statuses=[503]) == 1
         assert frontier.failed_statuses() == {404: 1}
         (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 5
+    assert version == SCHEMA_VERSION == 6

@@ -155,9 +155,9 @@ def test_resume_after_a_crash_requeues_in_flight_work(site: PracticeSite, produc
     with Checkpoint(path, owner="crashed") as checkpoint:
         frontier = checkpoint.frontier("products")
         from crawler import Request
-        from crawler.frontier.base import Pending
+        from crawler.frontier.base import Entry
 
-        frontier.add([Pending(Request(f"{site.url}/", callback="parse"), 0)])
+        frontier.add([Entry.of("products", Request(f"{site.url}/", callback="parse"), 0)])
         frontier.set_state("start_requests_queued", "1")
         assert len(lease_from(frontier, 10)) == 1  # the "crashed" run took it and never finished
     report = run_crawl(config)

@@ -195,7 +195,7 @@ def test_user_agent_comes_from_the_config(site: PracticeSite, spider_config) -> 
 
 
 def lease_for(url: str, entry: int = 0) -> Lease:
-    return Lease(bytes(16), Request(url), 0, entry, host_key(url))
+    return Lease(bytes(16), Request(url).to_json(), 0, entry, host_key(url))
 
 
 def test_scheduler_hands_out_other_hosts_while_one_is_at_its_limit() -> None:

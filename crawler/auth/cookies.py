@@ -80,10 +80,11 @@ class CrawlCookieJar(RequestsCookieJar):
                 self._applying = None
             return self._ignored
 
-    def adopt_login(self, cookies: Iterable[Cookie]) -> int:
-        """Take the cookies of a new login as one generation newer; returns that generation."""
+    def adopt_login(self, cookies: Iterable[Cookie], generation: int | None = None) -> int:
+        """Take the cookies of a new login as one generation newer (or as ``generation``, the
+        number another process's jar gave that login); returns that generation."""
         with self._cookies_lock:
-            self.generation += 1
+            self.generation = self.generation + 1 if generation is None else generation
             self._applying = self.generation
             try:
                 for cookie in cookies:

@@ -150,6 +150,22 @@ class SpiderLogin:
         return self.logged_out(response)
 
 
+class SharedLogin(Protocol):
+    """The crawl's one login, as the fetcher uses it (see ``LoginCoordinator``)."""
+
+    @property
+    def generation(self) -> int:
+        """Completed logins so far (0: not logged in)."""
+
+    def ensure(self) -> None:
+        """Log in, unless the crawl already has."""
+
+    def relogin(self, seen: int) -> None:
+        """The response to a request sent under login ``seen`` said logged out."""
+
+    def is_logged_out(self, response: Response) -> bool: ...
+
+
 class LoginCoordinator:
     """Single-flight login and re-login for one crawl.
 
@@ -187,12 +203,12 @@ class LoginCoordinator:
     def ensure(self) -> None:
         """Log in, unless the crawl already has (or restored a saved login)."""
         if self.cookies.generation == 0 or self._failure is not None:
-            self._log_in_unless_moved_on(seen=0)
+            self.log_in_unless_moved_on(seen=0)
 
     def relogin(self, seen: int) -> None:
         """The response to a request sent under generation ``seen`` said logged out."""
         self.stats.inc("logged_out_responses")
-        self._log_in_unless_moved_on(seen)
+        self.log_in_unless_moved_on(seen)
 
     def is_logged_out(self, response: Response) -> bool:
         return self.login.is_logged_out(response)
@@ -222,7 +238,8 @@ class LoginCoordinator:
         error = state.outcome.exception() if state.outcome else None
         raise LoginFailed(f"{error}, {state.attempt_number} times: giving up") from None
 
-    def _log_in_unless_moved_on(self, seen: int) -> None:
+    def log_in_unless_moved_on(self, seen: int) -> None:
+        """Log in, unless a login happened since generation ``seen`` (or the login failed)."""
         with self._lock:
             if self._failure is not None:
                 raise self._failure

@@ -1,11 +1,21 @@
-"""The frontier contract: what every checkpoint backend (SQLite now, Redis later) provides.
+"""The checkpoint contract: what every backend (SQLite now, Redis later) provides.
 
-A frontier is one spider's queue, seen-set and committed items in one place. Work is *leased*,
-not popped: a leased request stays in the frontier, marked in flight, until it is completed (done
-or failed, with its items, in one transaction) or released. A process that dies leaves its
-leases in flight, and the next run reclaims them, so nothing is lost.
+A ``Store`` is one crawl's checkpoint, opened by one owner: every spider's ``Frontier`` (its
+queue, seen-set and committed items), which spiders it was written for, and a way to start a
+spider over. A ``Backend`` opens a store, reads its status without opening it, and discards an
+unusable one (``--fresh``).
 
-The crawl is finished by the rule in ``crawl_is_finished``.
+Work is *leased*, not popped: a leased request stays in the frontier, marked in flight under its
+owner, until it is completed (done or failed, with its items, in one transaction) or released. A
+lease has a deadline, which its owner renews while it works (a heartbeat); a lease whose
+deadline passed is reclaimed, queued for anyone again, and a completion or release by its old
+holder is refused and counted, so a request is never committed twice. A process that dies
+leaves its leases in flight, and they come back: at once where the backend knows the owner is
+gone (SQLite's file lock), otherwise when their deadline passes.
+
+The core computes what a backend stores (an ``Entry``: fingerprint, host and the request's
+stored form), once; backends keep it as given. The crawl is finished by the rule in
+``crawl_is_finished``.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from ..items import RejectedItem
-from ..request import Request
+from ..request import Request, fingerprint, host_key
 
 
 #: State key set once a spider's start requests are all queued (see ``Crawl.is_finished``).
@@ -34,24 +44,57 @@ class State(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Pending:
-    """A request to add, at a depth (0 for start requests)."""
+class Entry:
+    """A request as a backend stores it: dedupe by ``fingerprint``, leased by ``host``, in
+    ``priority`` order; ``data`` is its stored form (JSON text), opaque to the backend."""
 
-    request: Request
+    fingerprint: bytes
+    host: str
+    priority: int
     depth: int
+    data: str
+
+    @classmethod
+    def of(cls, spider: str, request: Request, depth: int) -> Entry:
+        """What ``spider``'s frontier stores for ``request``, found ``depth`` links from a start."""
+        return cls(fingerprint(spider, request), host_key(request.url), request.priority, depth, request.to_json())
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A request handed to a worker. ``entry`` is the backend's handle on its queue entry;
-    ``attempts`` the tries already spent on it (earlier ones were retried later)."""
+    """A request handed out to work on. ``entry`` is the backend's handle on its queue entry,
+    ``token`` tells this lease from any later one of the same entry; ``attempts`` are the tries
+    already spent on it (earlier ones were retried later)."""
 
     fingerprint: bytes
-    request: Request
+    data: str
     depth: int
     entry: int
     host: str
     attempts: int = 0
+    token: int = 0
+    _request: Request | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def request(self) -> Request:
+        """The request, decoded from its stored form on first use (a coordinator that only
+        passes leases on never decodes them)."""
+        if (request := self._request) is None:
+            request = Request.from_json(self.data)
+            object.__setattr__(self, "_request", request)
+        return request
+
+    def __getstate__(self) -> tuple[object, ...]:
+        # Sent to worker processes without the decoded request: the stored form is smaller.
+        return (self.fingerprint, self.data, self.depth, self.entry, self.host, self.attempts, self.token)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for name, value in zip(_LEASE_FIELDS, state, strict=True):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_request", None)
+
+
+_LEASE_FIELDS = ("fingerprint", "data", "depth", "entry", "host", "attempts", "token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +113,7 @@ class Completion:
     attempts: int
     error: str | None = None
     error_kind: str | None = None
-    children: Sequence[Pending] = ()
+    children: Sequence[Entry] = ()
     items: Sequence[str] = ()  # accepted items, as JSON text
     rejected: Sequence[RejectedItem] = ()
     retry_at: float | None = None
@@ -117,10 +160,14 @@ def crawl_is_finished(seeded: bool, counts: FrontierCounts, limits: Limits = Lim
 
 @dataclass(frozen=True, slots=True)
 class FailedRequest:
-    url: str
+    data: str  # the request's stored form
     attempts: int
     error: str
     error_kind: str | None = None
+
+    @property
+    def url(self) -> str:
+        return Request.from_json(self.data).url
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +184,22 @@ class ResumeInfo:
     counts: FrontierCounts = field(default_factory=FrontierCounts)
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What ``Frontier.complete`` did: ``stale`` completions were refused (their lease had been
+    reclaimed, so another lease of the same request may commit it), the rest were recorded."""
+
+    recorded: int = 0
+    stale: int = 0
+
+
 class Frontier(Protocol):
     """One spider's crawl state. All methods are called from one thread (the engine's)."""
 
     spider: str
+    resume: ResumeInfo
 
-    def add(self, pending: Iterable[Pending]) -> int:
+    def add(self, entries: Iterable[Entry]) -> int:
         """Queue requests not seen before; returns how many were new."""
 
     def ready_hosts(self) -> dict[str, int]:
@@ -151,13 +208,22 @@ class Frontier(Protocol):
 
     def lease(self, wants: Mapping[str, int]) -> list[Lease]:
         """Take up to ``wants[host]`` ready requests of each host, highest priority first, then
-        oldest first."""
+        oldest first, as leases of this store's owner that last the store's lease time."""
 
-    def complete(self, completions: Sequence[Completion]) -> None:
-        """Record outcomes, their items and their new requests, atomically."""
+    def renew(self, leases: Iterable[Lease]) -> int:
+        """Push the deadline of these leases a lease time ahead (the heartbeat of the work on
+        them); returns how many are still this owner's."""
 
-    def release(self, leases: Iterable[Lease]) -> None:
-        """Put leased requests back in the queue untouched (the crawl is stopping)."""
+    def reclaim_expired(self) -> int:
+        """Queue again every lease whose deadline passed, whoever held it; returns how many."""
+
+    def complete(self, completions: Sequence[Completion]) -> Committed:
+        """Record outcomes, their items and their new requests, atomically; a completion whose
+        lease is no longer held as it was handed out is refused, and counted as stale."""
+
+    def release(self, leases: Iterable[Lease]) -> int:
+        """Put leased requests back in the queue untouched (the crawl is stopping); returns how
+        many were refused as stale."""
 
     def counts(self) -> FrontierCounts: ...
 
@@ -185,3 +251,63 @@ class Frontier(Protocol):
         """A small piece of the spider's bookkeeping (e.g. export progress)."""
 
     def set_state(self, key: str, value: str) -> None: ...
+
+
+class Store(Protocol):
+    """One crawl's checkpoint, opened by one owner."""
+
+    #: Where it is, for messages: a file's path, or a server's URL without its password.
+    location: str
+    owner: str
+
+    def claim_spider_set(self, spiders: list[str]) -> None:
+        """Record which spiders the checkpoint is for, or refuse (CheckpointError) a config that
+        runs others: resuming one set of spiders from another's checkpoint would mix two crawls."""
+
+    def reset(self, spider: str) -> None:
+        """Forget everything about one spider's crawl (``--fresh``)."""
+
+    def frontier(self, spider: str) -> Frontier: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class Backend(Protocol):
+    """A kind of checkpoint, at one place: opens it for a crawl, or reads it from outside one."""
+
+    location: str
+
+    def open(self, owner: str, *, lease_time: float) -> Store:
+        """Open (creating if need be) and lock the checkpoint. Raises CheckpointInUse if another
+        crawl holds it, CheckpointError if it is not a usable checkpoint."""
+
+    def discard(self) -> None:
+        """Remove an unusable checkpoint, so that ``open`` starts a new one (``--fresh``)."""
+
+    def status(self, limits: Mapping[str, Limits]) -> CheckpointStatus:
+        """Where each spider's crawl stands, read without locking (a crawl may be running);
+        ``limits`` (the spiders' caps from the config) decide whether a capped crawl is finished."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpiderStatus:
+    spider: str
+    counts: FrontierCounts
+    finished: bool
+    last_activity: float | None  # time.time() of the last commit
+    in_flight_owners: dict[str, int] = field(default_factory=dict)  # owner -> leases it holds
+    hosts: dict[str, dict[str, float | None]] = field(default_factory=dict)  # host -> requests, errors...
+    reasons: dict[str, int] = field(default_factory=dict)  # "filtered:offsite" -> count, etc.
+    failed_kinds: dict[str, int] = field(default_factory=dict)  # "ReadTimeout" -> requests failed now
+    failed_statuses: dict[int, int] = field(default_factory=dict)  # 503 -> requests failed now by it
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStatus:
+    location: str
+    running: str | None  # the owner of the crawl running now, if any
+    spiders: list[SpiderStatus]

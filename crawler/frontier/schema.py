@@ -9,7 +9,7 @@ from pathlib import Path
 from ..exceptions import CheckpointError
 from ..request import host_key
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Marks the file as ours, so any other SQLite database is refused rather than written into.
 APPLICATION_ID = 0x43524157  # "CRAW"
 
@@ -35,6 +35,8 @@ CREATE TABLE rejected (
 # The seen-set and the queue apart (schema 3), and the view. Queue rows carry their host, so
 # work is leased host by host, and a not-before time, so a retry waits in the queue (schema 4).
 # A request failed by an HTTP status keeps it as a number, for retry-failed --status (schema 5).
+# A lease has a token and a deadline; a failed request keeps its host and priority, so it is
+# queued again without reading its stored form (schema 6).
 _FRONTIER_TABLES = """
 CREATE TABLE seen (
     fingerprint BLOB PRIMARY KEY,
@@ -45,7 +47,9 @@ CREATE TABLE seen (
     error_kind TEXT,
     request TEXT,
     depth INTEGER,
-    error_status INTEGER
+    error_status INTEGER,
+    host TEXT,
+    priority INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX seen_failed ON seen (spider) WHERE state = 3;
 CREATE TABLE queue (
@@ -58,10 +62,13 @@ CREATE TABLE queue (
     request TEXT NOT NULL,
     host TEXT NOT NULL DEFAULT '',
     not_before REAL NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_token INTEGER,
+    lease_until REAL
 );
 CREATE INDEX queue_ready ON queue (spider, host, priority DESC, seq) WHERE owner IS NULL;
 CREATE INDEX queue_leased ON queue (spider, owner) WHERE owner IS NOT NULL;
+CREATE INDEX queue_expiring ON queue (spider, lease_until) WHERE owner IS NOT NULL;
 CREATE VIEW requests AS
 SELECT seen.fingerprint, seen.spider, queue.seq,
        CASE WHEN queue.owner IS NOT NULL THEN 1 ELSE seen.state END AS state,
@@ -80,12 +87,14 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     # 3: the one requests table split into seen and queue
     (3, _FRONTIER_TABLES.replace("CREATE VIEW requests", "CREATE VIEW requests_v3")
     + """
-    INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth, error_status)
+    INSERT INTO seen (fingerprint, spider, state, attempts, error, error_kind, request, depth, error_status,
+                      host, priority)
     SELECT fingerprint, spider, CASE state WHEN 1 THEN 0 ELSE state END, attempts, error, error_kind,
            CASE WHEN state = 3 THEN request END, CASE WHEN state = 3 THEN depth END,
            CASE WHEN state = 3 AND coalesce(error_kind, 'HTTPStatusError') = 'HTTPStatusError'
                      AND error GLOB 'HTTP [0-9][0-9][0-9]'
-                THEN CAST(substr(error, 6) AS INTEGER) END
+                THEN CAST(substr(error, 6) AS INTEGER) END,
+           CASE WHEN state = 3 THEN crawler_host(request) END, CASE WHEN state = 3 THEN priority END
     FROM requests;
     INSERT INTO queue (spider, fingerprint, priority, depth, owner, request, host)
     SELECT spider, fingerprint, priority, depth, owner, request, crawler_host(request)
@@ -111,6 +120,16 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     WHERE state = 3 AND coalesce(error_kind, 'HTTPStatusError') = 'HTTPStatusError' AND error GLOB 'HTTP [0-9][0-9][0-9]';
     DROP VIEW IF EXISTS requests;
     """ + _FRONTIER_TABLES[_FRONTIER_TABLES.index("CREATE VIEW requests") :]),
+    # 6: leases have a token and a deadline; failed requests keep their host and priority
+    (6, """
+    ALTER TABLE queue ADD COLUMN lease_token INTEGER;
+    ALTER TABLE queue ADD COLUMN lease_until REAL;
+    CREATE INDEX queue_expiring ON queue (spider, lease_until) WHERE owner IS NOT NULL;
+    ALTER TABLE seen ADD COLUMN host TEXT;
+    ALTER TABLE seen ADD COLUMN priority INTEGER;
+    UPDATE seen SET host = crawler_host(request), priority = coalesce(json_extract(request, '$.priority'), 0)
+    WHERE state = 3;
+    """),
 )
 
 

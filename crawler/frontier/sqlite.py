@@ -13,6 +13,8 @@ view shows both tables as one, for people inspecting a checkpoint.
 One process at a time owns a checkpoint file: an advisory lock on ``<file>.lock`` is taken on
 open and dies with the process, so a killed crawl never leaves a stale lock behind. Because of
 that lock, whatever a previous run left in flight is known to be abandoned and is requeued at once.
+Leases still carry a token and a deadline (the contract's, see ``base``): a lease its owner let
+expire is reclaimed, and its late completion refused.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import itertools
 import json
 import os
 import sqlite3
@@ -31,13 +34,15 @@ from typing import ParamSpec, TypeVar
 
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed
 from ..items import RejectedItem
-from ..request import Request, fingerprint, host_key
 from .base import (
+    CheckpointStatus,
+    Committed,
     Completion,
+    Entry,
     FailedRequest,
     FrontierCounts,
     Lease,
-    Pending,
+    Limits,
     ResumeInfo,
     State,
     StoredItem,
@@ -59,17 +64,36 @@ def lock_holder(path: Path) -> str | None:
         return None
 
 
-# How many fingerprints a frontier remembers as seen before it starts over: about 16 MB, and
-# enough to hold a site's navigation many times over.
-_KNOWN_SEEN_LIMIT = 200_000
+class SQLiteBackend:
+    """The embedded checkpoint: one SQLite file on this machine."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+
+    def open(self, owner: str, *, lease_time: float = 60.0) -> Checkpoint:
+        return Checkpoint(self.path, owner, lease_time=lease_time)
+
+    def discard(self) -> None:
+        delete_checkpoint(self.path)
+
+    def status(self, limits: Mapping[str, Limits]) -> CheckpointStatus:
+        from .sqlite_status import read_status
+
+        return read_status(self.path, limits)
 
 
 class Checkpoint:
-    """An open, locked checkpoint file."""
+    """An open, locked checkpoint file: the SQLite ``Store``."""
 
-    def __init__(self, path: Path, owner: str) -> None:
+    def __init__(self, path: Path, owner: str, *, lease_time: float = 60.0) -> None:
         self.path = path
+        self.location = str(path)
         self.owner = owner
+        self.lease_time = lease_time
+        # Tokens tell one lease of an entry from a later one; counted from the clock, so a later
+        # run's never meet an earlier run's.
+        self.tokens = itertools.count(time.time_ns())
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_file = os.fdopen(_owner_only(Path(f"{path}.lock")), "a+b")
@@ -143,10 +167,6 @@ class Checkpoint:
             migrate(db, version)
 
     def claim_spider_set(self, spiders: list[str]) -> None:
-        """Record which spiders this checkpoint is for, or refuse a config that runs others.
-
-        Resuming one set of spiders from another set's checkpoint would silently mix two crawls.
-        """
         wanted = json.dumps(sorted(spiders))
         row = self.db.execute("SELECT value FROM meta WHERE key = 'spider_set'").fetchone()
         if row is None:
@@ -163,7 +183,6 @@ class Checkpoint:
         return int(spider_id)
 
     def reset(self, spider: str) -> None:
-        """Forget everything about one spider's crawl (``--fresh``)."""
         spider_id = self.spider_id(spider)
         with self.db:
             self.db.execute("BEGIN")
@@ -225,6 +244,9 @@ def delete_checkpoint(path: Path) -> None:
             pass
 
 
+# Variables per statement when a batch is looked up with IN (...): well under SQLite's limit.
+_SQL_BATCH = 500
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -263,6 +285,8 @@ class SQLiteFrontier:
             "CREATE TEMP TABLE IF NOT EXISTS candidates"
             " (position INTEGER, fingerprint BLOB, priority INTEGER, depth INTEGER, request TEXT, host TEXT)"
         )
+        self._lease_time = checkpoint.lease_time
+        self._tokens = checkpoint.tokens
         self.resume = ResumeInfo(reclaimed=self._reclaim_in_flight())
         self._counts = self._count()
         self.resume.counts = self.counts()
@@ -274,17 +298,15 @@ class SQLiteFrontier:
             ).fetchall())
         )
         self._waiting_until: dict[str, float] = {}
-        # Fingerprints known to be in the seen-set, most of them from this run. Most links a page
-        # yields were seen before (navigation, related items), and the check costs a set lookup.
-        self._known_seen: set[bytes] = set()
-        self._seen_staged: list[bytes] = []
 
     def _reclaim_in_flight(self) -> int:
         """Requeue what an earlier run left in flight: we hold the lock, so its owner is gone."""
         with self._db:
             self._db.execute("BEGIN")
             return self._db.execute(
-                "UPDATE queue SET owner = NULL WHERE spider = ? AND owner IS NOT NULL", (self._id,)
+                "UPDATE queue SET owner = NULL, lease_token = NULL, lease_until = NULL"
+                " WHERE spider = ? AND owner IS NOT NULL",
+                (self._id,),
             ).rowcount
 
     def _count(self) -> dict[str, int]:
@@ -304,17 +326,12 @@ class SQLiteFrontier:
             ).fetchone()
         return counts
 
-    def _queue_new(self, pending: Iterable[Pending]) -> int:
-        """Queue the requests whose fingerprint was never seen; inside the caller's transaction,
-        which calls ``_seen_committed`` once it commits."""
-        known = self._known_seen
-        rows = []
-        for position, entry in enumerate(pending):
-            if (seen_as := fingerprint(self.spider, entry.request)) in known:
-                continue  # already in the seen-set: no JSON, no host, no SQL for it
-            rows.append((position, seen_as, entry.request.priority, entry.depth, entry.request.to_json(),
-                         host_key(entry.request.url)))
-        self._seen_staged = [row[1] for row in rows]
+    def _queue_new(self, entries: Iterable[Entry]) -> int:
+        """Queue the requests whose fingerprint was never seen; inside the caller's transaction."""
+        rows = [
+            (position, entry.fingerprint, entry.priority, entry.depth, entry.data, entry.host)
+            for position, entry in enumerate(entries)
+        ]
         if not rows:
             return 0
         self._db.executemany("INSERT INTO temp.candidates VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -339,21 +356,11 @@ class SQLiteFrontier:
         self._counts["queued"] += added
         return added
 
-    def _seen_committed(self) -> None:
-        """What the last ``_queue_new`` put in the seen-set is committed: remember it. (Before the
-        commit it could still be rolled back, and a link remembered then would never be queued.)"""
-        if len(self._known_seen) + len(self._seen_staged) > _KNOWN_SEEN_LIMIT:
-            self._known_seen.clear()
-        self._known_seen.update(self._seen_staged)
-        self._seen_staged = []
-
     @_checkpoint_errors
-    def add(self, pending: Iterable[Pending]) -> int:
+    def add(self, entries: Iterable[Entry]) -> int:
         with self._db:
             self._db.execute("BEGIN")
-            added = self._queue_new(pending)
-        self._seen_committed()
-        return added
+            return self._queue_new(entries)
 
     def _queued_more(self, hosts: Counter[str]) -> None:
         """Requests became ready on these hosts (new, released or requeued)."""
@@ -372,6 +379,7 @@ class SQLiteFrontier:
     @_checkpoint_errors
     def lease(self, wants: Mapping[str, int]) -> list[Lease]:
         now = time.time()
+        token = next(self._tokens)
         leases: list[Lease] = []
         with self._db:
             self._db.execute("BEGIN")
@@ -379,17 +387,16 @@ class SQLiteFrontier:
                 if want <= 0 or self._queued_by_host[host] <= 0:
                     continue
                 rows = self._db.execute(
-                    "UPDATE queue SET owner = ? WHERE seq IN ("
+                    "UPDATE queue SET owner = ?, lease_token = ?, lease_until = ? WHERE seq IN ("
                     " SELECT seq FROM queue WHERE spider = ? AND host = ? AND owner IS NULL AND not_before <= ?"
                     " ORDER BY priority DESC, seq LIMIT ?)"
                     " RETURNING seq, fingerprint, request, depth, priority, attempts",
-                    (self._owner, self._id, host, now, want),
+                    (self._owner, token, now + self._lease_time, self._id, host, now, want),
                 ).fetchall()
                 # RETURNING gives no order guarantee; hand work out in queue order.
                 rows.sort(key=lambda row: (-row[4], row[0]))
                 leases.extend(
-                    Lease(fp, Request.from_json(text), depth, seq, host, attempts)
-                    for seq, fp, text, depth, _, attempts in rows
+                    Lease(fp, text, depth, seq, host, attempts, token) for seq, fp, text, depth, _, attempts in rows
                 )
                 self._queued_by_host[host] -= len(rows)
                 if len(rows) < want and self._queued_by_host[host] > 0:
@@ -405,14 +412,62 @@ class SQLiteFrontier:
         self._counts["in_flight"] += len(leases)
         return leases
 
+    def _held(self, leases: Iterable[Lease]) -> set[int]:
+        """Of these leases' entries, those still held as they were handed out."""
+        tokens = {lease.entry: lease.token for lease in leases}
+        held: set[int] = set()
+        entries = list(tokens)
+        for start in range(0, len(entries), _SQL_BATCH):
+            chunk = entries[start : start + _SQL_BATCH]
+            held.update(
+                seq
+                for seq, token in self._db.execute(
+                    f"SELECT seq, lease_token FROM queue WHERE owner = ? AND seq IN ({','.join('?' * len(chunk))})",
+                    (self._owner, *chunk),
+                )
+                if token == tokens[seq]
+            )
+        return held
+
     @_checkpoint_errors
-    def complete(self, completions: Sequence[Completion]) -> None:
+    def renew(self, leases: Iterable[Lease]) -> int:
+        rows = [(time.time() + self._lease_time, lease.entry, lease.token, self._owner) for lease in leases]
+        if not rows:
+            return 0
+        with self._db:
+            self._db.execute("BEGIN")
+            return self._db.executemany(
+                "UPDATE queue SET lease_until = ? WHERE seq = ? AND lease_token = ? AND owner = ?", rows
+            ).rowcount
+
+    @_checkpoint_errors
+    def reclaim_expired(self) -> int:
+        with self._db:
+            self._db.execute("BEGIN")
+            hosts = Counter(host for (host,) in self._db.execute(
+                "UPDATE queue SET owner = NULL, lease_token = NULL, lease_until = NULL"
+                " WHERE spider = ? AND owner IS NOT NULL AND lease_until < ? RETURNING host",
+                (self._id, time.time()),
+            ))
+        if reclaimed := hosts.total():
+            self._queued_more(hosts)
+            self._counts["in_flight"] -= reclaimed
+            self._counts["queued"] += reclaimed
+        return reclaimed
+
+    @_checkpoint_errors
+    def complete(self, completions: Sequence[Completion]) -> Committed:
         if not completions:
-            return
+            return Committed()
+        held = self._held(completion.lease for completion in completions)
         finished, done, failed, refused, children, items, rejected = [], [], [], [], [], [], []
         deferred, tried, deferred_hosts = [], [], Counter[str]()
+        stale = 0
         for completion in completions:
             lease = completion.lease
+            if lease.entry not in held:
+                stale += 1  # reclaimed since: whoever holds it now commits it
+                continue
             if completion.retry_at is not None:
                 # Back in the queue until its time; the tries so far count against its budget.
                 deferred.append((completion.retry_at, completion.attempts, lease.entry))
@@ -432,7 +487,7 @@ class SQLiteFrontier:
             else:
                 failed.append(
                     (completion.attempts, completion.error, completion.error_kind, completion.status,
-                     lease.request.to_json(), lease.depth, lease.fingerprint)
+                     lease.data, lease.depth, lease.host, lease.request.priority, lease.fingerprint)
                 )
         with self._db:
             self._db.execute("BEGIN")
@@ -444,14 +499,16 @@ class SQLiteFrontier:
             # A failed request keeps its JSON and depth, so retry-failed can queue it again.
             self._db.executemany(
                 "UPDATE seen SET state = 3, attempts = attempts + ?, error = ?, error_kind = ?,"
-                " error_status = ?, request = ?, depth = ? WHERE fingerprint = ?",
+                " error_status = ?, request = ?, depth = ?, host = ?, priority = ? WHERE fingerprint = ?",
                 failed,
             )
             self._db.executemany(
                 "UPDATE seen SET state = 4, error = ?, error_kind = ? WHERE fingerprint = ?", refused
             )
             self._db.executemany(
-                "UPDATE queue SET owner = NULL, not_before = ?, attempts = attempts + ? WHERE seq = ?", deferred
+                "UPDATE queue SET owner = NULL, lease_token = NULL, lease_until = NULL, not_before = ?,"
+                " attempts = attempts + ? WHERE seq = ?",
+                deferred,
             )
             self._db.executemany("UPDATE seen SET attempts = attempts + ? WHERE fingerprint = ?", tried)
             self._queue_new(children)
@@ -460,28 +517,34 @@ class SQLiteFrontier:
                 "INSERT INTO rejected (spider, url, error, data) VALUES (?, ?, ?, ?)", rejected
             )
             self._put_state("last_activity", str(time.time()))
-        self._seen_committed()
         # Deferred rows are queued again but not ready: leasing finds when they will be.
         self._queued_by_host.update(deferred_hosts)
-        self._counts["in_flight"] -= len(completions)
+        self._counts["in_flight"] -= len(completions) - stale
         self._counts["queued"] += len(deferred)
         self._counts["done"] += len(done)
         self._counts["failed"] += len(failed)
         self._counts["refused"] += len(refused)
         self._counts["items"] += len(items)
         self._counts["rejected"] += len(rejected)
+        return Committed(len(completions) - stale, stale)
 
     @_checkpoint_errors
-    def release(self, leases: Iterable[Lease]) -> None:
+    def release(self, leases: Iterable[Lease]) -> int:
         leases = list(leases)
         if not leases:
-            return
+            return 0
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("UPDATE queue SET owner = NULL WHERE seq = ?", [(lease.entry,) for lease in leases])
-        self._queued_more(Counter(lease.host for lease in leases))
-        self._counts["in_flight"] -= len(leases)
-        self._counts["queued"] += len(leases)
+            held = self._held(leases)
+            released = [lease for lease in leases if lease.entry in held]
+            self._db.executemany(
+                "UPDATE queue SET owner = NULL, lease_token = NULL, lease_until = NULL WHERE seq = ?",
+                [(lease.entry,) for lease in released],
+            )
+        self._queued_more(Counter(lease.host for lease in released))
+        self._counts["in_flight"] -= len(released)
+        self._counts["queued"] += len(released)
+        return len(leases) - len(released)
 
     def counts(self) -> FrontierCounts:
         return FrontierCounts(**self._counts)
@@ -507,10 +570,7 @@ class SQLiteFrontier:
             "SELECT request, attempts, error, error_kind FROM seen WHERE spider = ? AND state = 3 LIMIT ?",
             (self._id, limit),
         )
-        return [
-            FailedRequest(Request.from_json(text).url, attempts, error, kind)
-            for text, attempts, error, kind in rows
-        ]
+        return [FailedRequest(text, attempts, error, kind) for text, attempts, error, kind in rows]
 
     @_checkpoint_errors
     def retry_failed(self, statuses: Iterable[int] = (), kinds: Iterable[str] = ()) -> int:
@@ -525,23 +585,21 @@ class SQLiteFrontier:
         with self._db:
             self._db.execute("BEGIN")
             chosen = self._db.execute(
-                f"SELECT fingerprint, request, depth FROM seen WHERE spider = ? AND state = 3{where}",
+                "SELECT fingerprint, coalesce(priority, 0), coalesce(depth, 0), request, host FROM seen"
+                f" WHERE spider = ? AND state = 3{where}",
                 (self._id, *parameters),
             ).fetchall()
-            rows = []
-            for fp, text, depth in chosen:
-                request = Request.from_json(text)
-                rows.append((self._id, fp, request.priority, depth or 0, text, host_key(request.url)))
+            rows = [(self._id, *row) for row in chosen]
             self._db.executemany(
                 "INSERT INTO queue (spider, fingerprint, priority, depth, request, host) VALUES (?, ?, ?, ?, ?, ?)", rows
             )
             self._db.executemany(
                 "UPDATE seen SET state = 0, error = NULL, error_kind = NULL, error_status = NULL,"
-                " request = NULL, depth = NULL"
+                " request = NULL, depth = NULL, host = NULL, priority = NULL"
                 " WHERE fingerprint = ?",
-                [(fp,) for fp, _, _ in chosen],
+                [(row[0],) for row in chosen],
             )
-        self._queued_more(Counter(host for *_, host in rows))
+        self._queued_more(Counter(row[-1] for row in chosen))
         self._counts["failed"] -= len(chosen)
         self._counts["queued"] += len(chosen)
         return len(chosen)

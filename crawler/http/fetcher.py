@@ -34,7 +34,7 @@ from urllib3.exceptions import DecodeError, HTTPError, NewConnectionError, Proto
 
 from .. import exceptions as exc
 from ..auth.cookies import CookieAudit, CrawlCookieJar
-from ..auth.login import LoginCoordinator
+from ..auth.login import SharedLogin
 from ..auth.tokens import TokenAuth
 from ..content import TEXT, ContentTypes
 from ..request import Request
@@ -102,7 +102,7 @@ class UnwantedContent(Exception):
 class Auth:
     """What the fetcher needs to send a spider's requests as a logged-in client."""
 
-    login: LoginCoordinator | None = None
+    login: SharedLogin | None = None
     tokens: Sequence[TokenAuth] = ()
     cookies: CrawlCookieJar = field(default_factory=CrawlCookieJar)
 

@@ -12,34 +12,33 @@ import signal
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, ContextManager, Protocol
-
-import requests
 
 from ..callbacks import missing_callbacks
 from ..config import Config, SpiderConfig
 from ..engine import Crawl, CrawlResult
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
 from ..exporters import OutputFile, make_format
-from ..frontier.base import FrontierCounts, Limits, ResumeInfo
-from ..frontier.sqlite import Checkpoint, delete_checkpoint
-from ..auth.cookies import CrawlCookieJar
-from ..http.fetcher import Fetcher, Timeouts
-from ..http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
+from ..frontier.base import Backend, FrontierCounts, Limits, ResumeInfo, Store
+from ..frontier.sqlite import SQLiteBackend
+from ..http.sessions import PoolSizing
 from ..loader import load_spiders
 from ..politeness.hosts import AdaptiveDelay, Delay, FixedDelay, HostLimits, HostScheduler
-from ..politeness.robots import RobotsCache
-from ..retry import RetryPolicy
-from ..rules import CrawlRules
 from ..spider import Spider
 from ..stats import Stats
 from ..stopping import StopSignal
-from ..worker import LeaseProcessor
+from ..seen import SeenFilter
+from ..workers import Workers
+from ..workers.threads import ThreadWorkers
+from ..auth.login import LoginCoordinator
+from ..workers.processes import ProcessWorkers
+from .child import ChildSpec, child_main
 from .auth import build_spider_auth, check_secrets, cookie_file, environment
+from .wiring import SpiderWork, session_factory, spider_work
 
 if TYPE_CHECKING:
     from ..practice import PracticeSite
@@ -136,18 +135,6 @@ class QuietReporter:
         pass
 
 
-def _retry_policy(config: Config) -> RetryPolicy:
-    retry = config.retry
-    return RetryPolicy(
-        attempts=retry.attempts,
-        backoff_initial=retry.backoff.initial,
-        backoff_max=retry.backoff.max,
-        jitter=retry.backoff.jitter,
-        max_retry_after=retry.max_retry_after,
-        statuses=retry.statuses,
-    )
-
-
 def limits_of(entry: SpiderConfig) -> Limits:
     return Limits(entry.max_pages, entry.max_items)
 
@@ -164,18 +151,6 @@ def _host_limits(config: Config) -> HostLimits:
         return FixedDelay(polite.delay, polite.jitter, rng)
 
     return HostLimits(polite.concurrency, delay)
-
-
-def _robots(config: Config, fetcher: Fetcher, stats: Stats) -> RobotsCache | None:
-    if not config.robots.obey:
-        return None
-    return RobotsCache(
-        fetcher.fetch_robots,
-        config.http.user_agent,
-        stats,
-        recheck_unavailable=config.robots.recheck_unavailable,
-        max_crawl_delay=config.robots.max_crawl_delay,
-    )
 
 
 @contextlib.contextmanager
@@ -200,17 +175,26 @@ def _signals_stop(stop: StopSignal, reporter: Reporter) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def open_checkpoint(config: Config, *, fresh: bool = False) -> Checkpoint:
+def backend_of(config: Config) -> Backend:
+    """The checkpoint backend the config names, at the place it names."""
+    settings = config.checkpoint
+    match settings.backend:
+        case "sqlite":
+            return SQLiteBackend(config.resolve(settings.path))
+
+
+def open_checkpoint(config: Config, *, fresh: bool = False) -> Store:
     """The config's checkpoint, locked, and checked to belong to the config's spiders.
 
-    With ``fresh``, a file that is not a usable checkpoint, or one written for other spiders, is
-    replaced: that is the explicit way to start over. Without it, such a file is an error.
+    With ``fresh``, a checkpoint that is not usable, or one written for other spiders, is
+    replaced: that is the explicit way to start over. Without it, such a checkpoint is an error.
     """
-    path = config.resolve(config.checkpoint.path)
+    backend = backend_of(config)
     owner = f"{socket.gethostname()}:{os.getpid()}"
+    lease_time = config.checkpoint.lease_time
     spider_set = [entry.spider for entry in config.spiders]
     try:
-        checkpoint = Checkpoint(path, owner)
+        store = backend.open(owner, lease_time=lease_time)
     except CheckpointInUse:
         raise
     except CheckpointError:
@@ -218,16 +202,16 @@ def open_checkpoint(config: Config, *, fresh: bool = False) -> Checkpoint:
             raise
     else:
         try:
-            checkpoint.claim_spider_set(spider_set)
-            return checkpoint
+            store.claim_spider_set(spider_set)
+            return store
         except CheckpointError:
-            checkpoint.close()
+            store.close()
             if not fresh:
                 raise
-    delete_checkpoint(path)
-    checkpoint = Checkpoint(path, owner)
-    checkpoint.claim_spider_set(spider_set)
-    return checkpoint
+    backend.discard()
+    store = backend.open(owner, lease_time=lease_time)
+    store.claim_spider_set(spider_set)
+    return store
 
 
 def _site_port_file(config: Config) -> Path:
@@ -293,12 +277,13 @@ class _Run:
     """What every spider's crawl in one run shares."""
 
     config: Config
-    checkpoint: Checkpoint
+    checkpoint: Store
     stats: Stats
     stop: StopSignal
     reporter: Reporter
     environ: Mapping[str, str]
     pools: PoolSizing
+    processes: int = 1
     sessions_opened: int = 0
 
 
@@ -332,7 +317,10 @@ def run_crawl(
             config = config.with_practice_site(site.url)
             demo_account = site.demo_credentials
             spiders = load_spiders(config, only)  # made again, with the URLs filled in
-        run = _Run(config, checkpoint, stats, stop, reporter, environment(config, demo_account), _pool_sizing(config))
+        run = _Run(
+            config, checkpoint, stats, stop, reporter, environment(config, demo_account), _pool_sizing(config),
+            config.crawl.processes,
+        )
         check_secrets(config, run.environ)
         if fresh:
             # Every spider now, before crawling any: a --fresh run stopped half-way and resumed
@@ -356,25 +344,16 @@ def run_crawl(
     )
 
 
-def _session_factory(config: Config, pools: PoolSizing, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
-    ca_bundle = config.http.ca_bundle
-    verify: bool | str = config.http.verify_tls
-    if ca_bundle is not None and verify:
-        verify = str(config.resolve(ca_bundle))
-    settings = SessionSettings(
-        user_agent=config.http.user_agent, max_redirects=config.http.max_redirects, verify=verify
-    )
-    return make_session_factory(settings, pools, stats)
-
-
-def _pool_sizing(config: Config) -> PoolSizing:
+def _pool_sizing(config: Config, workers: int | None = None) -> PoolSizing:
+    """Pools for ``workers`` threads in one process (all the crawl's workers by default)."""
+    workers = workers or config.crawl.workers
     open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if open_files == resource.RLIM_INFINITY:
-        open_files = config.http.max_host_pools * config.crawl.workers
-    return PoolSizing.for_crawl(config.crawl.workers, config.http.max_host_pools, open_files)
+        open_files = config.http.max_host_pools * workers
+    return PoolSizing.for_crawl(workers, config.http.max_host_pools, open_files)
 
 
-def _forget(config: Config, checkpoint: Checkpoint, spider: str) -> None:
+def _forget(config: Config, checkpoint: Store, spider: str) -> None:
     """Start a spider's crawl over: its checkpoint rows, output file and saved login."""
     checkpoint.reset(spider)
     config.output_path(spider).unlink(missing_ok=True)
@@ -383,51 +362,44 @@ def _forget(config: Config, checkpoint: Checkpoint, spider: str) -> None:
 
 def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
     config, stats = run.config, run.stats
-    output_path = config.output_path(spider.name)
-    new_session = _session_factory(config, run.pools, stats)
-    spider_auth = build_spider_auth(config, index, spider, stats, run.environ, new_session)
-    sessions = SessionRegistry(lambda: new_session(spider_auth.cookies))
-    timeout = config.http.timeout
-    fetcher = Fetcher(
-        sessions,
-        timeouts=Timeouts(timeout.connect, timeout.read, timeout.total),
-        max_body_size=config.http.max_body_size,
-        max_redirects=config.http.max_redirects,
-        error_statuses=config.retry.statuses,
-        stats=stats,
-        auth=spider_auth.auth,
-    )
     frontier = run.checkpoint.frontier(spider.name)
-    output = OutputFile(output_path, frontier, make_format(config.output, spider))
+    output = OutputFile(config.output_path(spider.name), frontier, make_format(config.output, spider))
     entry = config.spiders[index]
     scheduler = HostScheduler(_host_limits(config), hold_back_new_hosts=config.robots.obey)
-    processor = LeaseProcessor(
-        spider,
-        fetcher,
-        stats,
-        run.stop,
-        retry=_retry_policy(config),
-        scheduler=scheduler,
-        rules=CrawlRules.build(
-            spider.allowed_domains if entry.allowed_domains is None else entry.allowed_domains,
-            entry.allow,
-            entry.deny,
-            entry.max_depth,
-        ),
-        robots=_robots(config, fetcher, stats),
-    )
+    seen = SeenFilter()
+    work: SpiderWork | None = None
+    workers: Workers
+    if run.processes > 1:
+        # The coordinator keeps the login (and its cookie file); worker processes fetch and parse.
+        auth = build_spider_auth(config, index, spider, stats, run.environ, session_factory(config, run.pools, stats))
+        threads = -(-config.crawl.workers // run.processes)
+        spec = ChildSpec(
+            config, index, spider.name, dict(run.environ), threads, _pool_sizing(config, threads),
+            logging.getLogger("crawler").getEffectiveLevel(),
+        )
+        workers = ProcessWorkers(
+            child_main, (spec,), run.processes, threads, scheduler=scheduler, stats=stats, stop=run.stop,
+            login=auth.auth.login if isinstance(auth.auth.login, LoginCoordinator) else None, seen=seen,
+        )
+    else:
+        work = spider_work(config, index, spider, stats, run.stop, run.environ, run.pools, scheduler, seen=seen)
+        auth = work.auth
+        sessions = work.sessions
+        workers = ThreadWorkers(work.processor, config.crawl.workers, stats, run.stop, sessions=lambda: len(sessions))
     try:
         crawl = Crawl(
             spider,
             frontier,
-            processor,
+            workers,
             output,
             stats,
             scheduler=scheduler,
-            workers=config.crawl.workers,
+            concurrency=config.crawl.workers,
             shutdown_grace=config.crawl.shutdown_grace,
             stop=run.stop,
             limits=limits_of(entry),
+            seen=seen,
+            lease_time=config.checkpoint.lease_time,
         )
         if frontier.resume.counts.done or frontier.resume.counts.queued:
             if crawl.is_finished():
@@ -438,7 +410,8 @@ def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
             return crawl.run()
     finally:
         output.close()
-        if spider_auth.auth.login is not None and spider_auth.auth.login.generation:
-            spider_auth.save_cookies()  # sites rotate session cookies; keep the latest
-        run.sessions_opened += len(sessions)
-        sessions.close_all()
+        if auth.auth.login is not None and auth.auth.login.generation:
+            auth.save_cookies()  # sites rotate session cookies; keep the latest
+        run.sessions_opened += workers.sessions
+        if work is not None:
+            work.close()

@@ -21,7 +21,7 @@ from ..spider import Spider
 from ..stats import Stats
 from ..urls import normalize_url
 from ..auth.cookies import CrawlCookieJar
-from ..auth.login import FormLogin, Login, LoginCoordinator, SpiderLogin
+from ..auth.login import FormLogin, Login, LoginCoordinator, SharedLogin, SpiderLogin
 from ..auth.tokens import BearerToken, TokenAuth
 
 #: The practice site's demo account, offered as environment defaults while the CLI serves it.
@@ -69,6 +69,11 @@ def check_secrets(config: Config, environ: Mapping[str, str]) -> None:
         raise ConfigError(problems)
 
 
+#: Makes a spider's login shared with others: given the login (which tells a logged-out response)
+#: and the jar every worker of this process shares.
+LoginVia = Callable[[Login, CrawlCookieJar], SharedLogin]
+
+
 @dataclass(frozen=True)
 class SpiderAuth:
     auth: Auth
@@ -92,14 +97,21 @@ def build_spider_auth(
     stats: Stats,
     environ: Mapping[str, str],
     new_session: Callable[[CrawlCookieJar], requests.Session],
+    *,
+    login_via: LoginVia | None = None,
 ) -> SpiderAuth:
+    """A spider's login, tokens and cookie jar. The login is this process's own single flight,
+    its cookies kept in the checkpoint's cookie file, unless ``login_via`` makes it another's (a
+    worker process's login is its coordinator's)."""
     entry = config.spiders[index]
     timeout = (config.http.timeout.connect, config.http.timeout.read)
     jar = CrawlCookieJar(entry.cookie_domain)
     login = _login(entry, index, spider, environ, timeout)
-    coordinator = None
+    coordinator: SharedLogin | None = None
     path = None
-    if login is not None:
+    if login is not None and login_via is not None:
+        coordinator = login_via(login, jar)
+    elif login is not None:
         path = cookie_file(config, spider.name)
         jar.load(path)
         coordinator = LoginCoordinator(

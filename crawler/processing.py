@@ -1,35 +1,36 @@
-"""What a worker thread does with one leased request: fetch it, run its callback, sort the output.
+"""What a worker does with one leased request: robots.txt, fetch, retry decision, callback,
+sorting the output; an ``Outcome`` for the engine.
 
-Workers never touch the frontier: they hand a Completion back to the engine, which commits
-completions in batches from its own thread.
+Workers never touch the frontier or the host scheduler's slots: the outcome goes back to the
+engine, which gives the host its slot back and commits completions in batches from its own
+thread. What the processing learns about a host (a pause, a Crawl-delay) goes to ``HostControl``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from .admission import checked_request
 from .content import accepted_by
-from .exceptions import FetchError, HTTPStatusError, LoginFailed, MalformedURL, RobotsUnavailable
-from .frontier.base import Completion, Lease, Pending
+from .exceptions import FetchError, HTTPStatusError, LoginFailed, RobotsUnavailable
+from .frontier.base import Completion, Entry, Lease
 from .http.fetcher import Fetcher, Redirected, UnwantedContent
 from .items import ItemValidator, RejectedItem
-from .politeness.hosts import HostScheduler
 from .politeness.robots import RobotsCache, RobotsDecision
-from .request import Request, fingerprint, has_empty_authority
+from .request import Request, fingerprint
 from .response import Response
 from .retry import RetryPolicy
 from .rules import CrawlRules
+from .seen import SeenFilter
 from .spider import Spider
-from .stats import Stats
+from .stats import Once, Stats
 from .stopping import StopSignal
-from .urls import WEB_SCHEMES, normalize_url, scheme_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,32 @@ logger = logging.getLogger(__name__)
 _PAUSING_STATUSES = frozenset({429, 503})
 
 
+class HostControl(Protocol):
+    """Where what a response says about its host goes: the crawl's host scheduler, or, in a
+    worker process, the coordinator that owns it."""
+
+    def pause(self, name: str, seconds: float) -> None: ...
+
+    def set_crawl_delay(self, name: str, seconds: float | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a lease: its ``completion`` (None: give it back, the crawl is stopping),
+    and for the host scheduler how long its response took (None: nothing was sent) and whether
+    it was a success."""
+
+    completion: Completion | None
+    latency: float | None = None
+    ok: bool = True
+
+
 class LeaseProcessor:
-    """Turns a lease into a Completion for one spider. Safe to share between worker threads."""
+    """Turns a lease into an Outcome for one spider. Safe to share between worker threads.
+
+    ``seen``, where given, holds fingerprints the checkpoint has committed: links to them are
+    dropped here, before their stored form is made (most links a page yields were seen before).
+    """
 
     def __init__(
         self,
@@ -48,32 +73,30 @@ class LeaseProcessor:
         stop: StopSignal,
         *,
         retry: RetryPolicy,
-        scheduler: HostScheduler,
+        hosts: HostControl,
         rules: CrawlRules = CrawlRules(),
         robots: RobotsCache | None = None,
+        seen: SeenFilter | None = None,
     ) -> None:
         self.spider = spider
         self.fetcher = fetcher
         self.stats = stats
         self.stop = stop
         self.retry = retry
-        self.scheduler = scheduler
+        self.hosts = hosts
         self.rules = rules
         self.robots = robots
+        self.seen = seen
         # A redirect target is the server's answer for a request already in the crawl: only
         # where it may go is checked, not the link patterns or depth that chose the request.
         self.redirect_rules = CrawlRules(allowed_domains=rules.allowed_domains)
         self.validator = ItemValidator(spider.item_model)
         self._first_too_deep = Once()
 
-    def process(self, lease: Lease) -> Completion | None:
-        """The lease's outcome, or None if the crawl is stopping and the lease should go back.
-        Gives the lease's host slot back to the scheduler whatever happens."""
+    def process(self, lease: Lease) -> Outcome:
         sent = _Sent()
-        try:
-            return self._process(lease, sent)
-        finally:
-            self.scheduler.finished(lease, latency=sent.latency, ok=sent.ok)
+        completion = self._process(lease, sent)
+        return Outcome(completion, sent.latency, sent.ok)
 
     def _process(self, lease: Lease, sent: _Sent) -> Completion | None:
         request = lease.request
@@ -120,13 +143,13 @@ class LeaseProcessor:
             logger.info("not following the redirect from %s to %s", lease.request.url, target.url)
             return Completion(lease, 1)
         self.stats.inc("redirects:requeued")
-        return Completion(lease, 1, children=[Pending(child, lease.depth)])
+        return Completion(lease, 1, children=self._unseen([child], lease.depth))
 
     def _check_robots(self, lease: Lease) -> Completion | None:
         assert self.robots is not None
         verdict = self.robots.check(lease.request.url)
         if verdict.decision is not RobotsDecision.UNAVAILABLE:
-            self.scheduler.set_crawl_delay(lease.host, verdict.crawl_delay)
+            self.hosts.set_crawl_delay(lease.host, verdict.crawl_delay)
         if verdict.decision is RobotsDecision.DISALLOW:
             self.stats.inc("refused:robots")
             logger.info("refused by robots.txt: %s", lease.request.url)
@@ -157,7 +180,7 @@ class LeaseProcessor:
             seconds = wait
         else:
             return
-        self.scheduler.pause(lease.host, seconds)
+        self.hosts.pause(lease.host, seconds)
         self.stats.inc("host_pauses")
         logger.info("pausing %s for %.1fs: it answered HTTP %d", lease.host, seconds, error.status)
 
@@ -194,7 +217,7 @@ class LeaseProcessor:
 
     def _run_callback(self, lease: Lease, callback: Callable[..., Any], response: Response) -> Completion:
         name = callback.__name__
-        children: list[Pending] = []
+        children: list[Request] = []
         items: list[str] = []
         rejected: list[RejectedItem] = []
         depth = lease.depth + 1
@@ -204,7 +227,7 @@ class LeaseProcessor:
                     if child := checked_request(
                         output, self.stats, self.spider.name, base_url=response.url, rules=self.rules, depth=depth
                     ):
-                        children.append(Pending(child, depth))
+                        children.append(child)
                 elif isinstance(output, (BaseModel, dict)):
                     checked = self.validator.check(output, response.url)
                     if isinstance(checked, RejectedItem):
@@ -242,7 +265,15 @@ class LeaseProcessor:
                 )
         self.stats.inc("items", len(items))
         self.stats.inc("rejected_items", len(rejected))
-        return Completion(lease, 1, children=children, items=items, rejected=rejected)
+        return Completion(lease, 1, children=self._unseen(children, depth), items=items, rejected=rejected)
+
+    def _unseen(self, requests: list[Request], depth: int) -> list[Entry]:
+        """The stored form of the requests the checkpoint has not committed as seen already."""
+        spider = self.spider.name
+        if self.seen is None:
+            return [Entry.of(spider, request, depth) for request in requests]
+        seen = self.seen
+        return [Entry.of(spider, request, depth) for request in requests if fingerprint(spider, request) not in seen]
 
 
 class _Sent:
@@ -257,69 +288,3 @@ class _Sent:
 
     def record(self, latency: float, ok: bool) -> None:
         self.latency, self.ok = latency, ok
-
-
-class Once:
-    """True the first time it is called, False ever after, whichever worker thread calls."""
-
-    __slots__ = ("_called", "_lock")
-
-    def __init__(self) -> None:
-        self._called = False
-        self._lock = threading.Lock()
-
-    def __call__(self) -> bool:
-        with self._lock:
-            first, self._called = not self._called, True
-            return first
-
-
-def checked_request(
-    request: Request,
-    stats: Stats,
-    spider: str,
-    base_url: str | None = None,
-    *,
-    rules: CrawlRules | None = None,
-    depth: int = 0,
-) -> Request | None:
-    """Put the URL in its one normal form (resolved against ``base_url`` if relative), and drop
-    (counting why) what can never be fetched or stored, or what the crawl's rules leave out."""
-    try:
-        if has_empty_authority(request.url.strip()):
-            raise MalformedURL(request.url, "no host")
-        url = normalize_url(request.url, base_url)
-        scheme = scheme_of(url)
-        if scheme not in WEB_SCHEMES:
-            stats.inc(f"filtered:scheme:{scheme or 'none'}")
-            return None
-        checked = request if url == request.url else request.replace(url=url)
-        # Also what dedupe will use, cached for the frontier; it refuses what cannot be encoded.
-        fingerprint(spider, checked)
-    except ValueError as error:  # MalformedURL, and UnicodeError from a host IDNA cannot encode
-        stats.inc("malformed:url")
-        logger.warning(
-            "dropped a malformed link %.200r on %s: %s", request.url, base_url or "start requests",
-            getattr(error, "reason", error),
-        )
-        return None
-    if rules is not None and (reason := rules.refusal(url, depth)):
-        stats.inc(f"filtered:{reason}")
-        return None
-    if request.meta:
-        try:
-            json.dumps(request.meta)
-        except (TypeError, ValueError):
-            stats.inc("malformed:meta")
-            logger.warning("dropped a request for %s: its meta is not JSON-serializable", url)
-            return None
-    return checked
-
-
-def checked_requests(requests: Iterable[Any], stats: Stats, spider: str) -> Iterable[Request]:
-    for request in requests:
-        if not isinstance(request, Request):
-            stats.inc("malformed:output")
-            logger.warning("start_requests yielded a %s; expected a Request", type(request).__name__)
-        elif (checked := checked_request(request, stats, spider)) is not None:
-            yield checked

@@ -10,33 +10,12 @@ import json
 import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exceptions import CheckpointError
-from .base import RUN_STATS, SEEDED, FrontierCounts, Limits, State, crawl_is_finished
+from .base import RUN_STATS, SEEDED, CheckpointStatus, FrontierCounts, Limits, SpiderStatus, State, crawl_is_finished
 from .schema import check_integrity, check_schema
 from .sqlite import failed_kinds, failed_statuses, lock_holder
-
-
-@dataclass(frozen=True, slots=True)
-class SpiderStatus:
-    spider: str
-    counts: FrontierCounts
-    finished: bool
-    last_activity: float | None  # time.time() of the last commit
-    in_flight_owners: dict[str, int] = field(default_factory=dict)  # owner -> leases it holds
-    hosts: dict[str, dict[str, float | None]] = field(default_factory=dict)  # host -> requests, errors...
-    reasons: dict[str, int] = field(default_factory=dict)  # "filtered:offsite" -> count, etc.
-    failed_kinds: dict[str, int] = field(default_factory=dict)  # "ReadTimeout" -> requests failed now
-    failed_statuses: dict[int, int] = field(default_factory=dict)  # 503 -> requests failed now by it
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointStatus:
-    path: Path
-    running: str | None  # the owner of the crawl running now, if any
-    spiders: list[SpiderStatus]
 
 
 def read_status(path: Path, limits: Mapping[str, Limits] | None = None) -> CheckpointStatus:
@@ -57,7 +36,7 @@ def read_status(path: Path, limits: Mapping[str, Limits] | None = None) -> Check
             ]
     except sqlite3.Error as error:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({error})") from None
-    return CheckpointStatus(path, running, spiders)
+    return CheckpointStatus(str(path), running, spiders)
 
 
 def _spider_status(db: sqlite3.Connection, spider_id: int, name: str, limits: Limits) -> SpiderStatus:

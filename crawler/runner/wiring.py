@@ -1,0 +1,118 @@
+"""The processing side of one spider's crawl, made from the config: sessions, fetcher, login and
+tokens, robots.txt, retry policy and rules, in a LeaseProcessor. The same in the process that
+runs the crawl and in each worker process (where the login is the coordinator's, see
+``crawler.workers``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import requests
+
+from ..auth.cookies import CrawlCookieJar
+from ..config import Config
+from ..http.fetcher import Fetcher, Timeouts
+from ..http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
+from ..politeness.robots import RobotsCache
+from ..processing import HostControl, LeaseProcessor
+from ..retry import RetryPolicy
+from ..rules import CrawlRules
+from ..seen import SeenFilter
+from ..spider import Spider
+from ..stats import Stats
+from ..stopping import StopSignal
+from .auth import LoginVia, SpiderAuth, build_spider_auth
+
+
+@dataclass
+class SpiderWork:
+    processor: LeaseProcessor
+    sessions: SessionRegistry
+    auth: SpiderAuth
+
+    def close(self) -> None:
+        self.sessions.close_all()
+
+
+def spider_work(
+    config: Config,
+    index: int,
+    spider: Spider,
+    stats: Stats,
+    stop: StopSignal,
+    environ: Mapping[str, str],
+    pools: PoolSizing,
+    hosts: HostControl,
+    *,
+    seen: SeenFilter | None = None,
+    login_via: LoginVia | None = None,
+) -> SpiderWork:
+    new_session = session_factory(config, pools, stats)
+    auth = build_spider_auth(config, index, spider, stats, environ, new_session, login_via=login_via)
+    sessions = SessionRegistry(lambda: new_session(auth.cookies))
+    timeout = config.http.timeout
+    fetcher = Fetcher(
+        sessions,
+        timeouts=Timeouts(timeout.connect, timeout.read, timeout.total),
+        max_body_size=config.http.max_body_size,
+        max_redirects=config.http.max_redirects,
+        error_statuses=config.retry.statuses,
+        stats=stats,
+        auth=auth.auth,
+    )
+    entry = config.spiders[index]
+    processor = LeaseProcessor(
+        spider,
+        fetcher,
+        stats,
+        stop,
+        retry=retry_policy(config),
+        hosts=hosts,
+        rules=CrawlRules.build(
+            spider.allowed_domains if entry.allowed_domains is None else entry.allowed_domains,
+            entry.allow,
+            entry.deny,
+            entry.max_depth,
+        ),
+        robots=_robots(config, fetcher, stats),
+        seen=seen,
+    )
+    return SpiderWork(processor, sessions, auth)
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    retry = config.retry
+    return RetryPolicy(
+        attempts=retry.attempts,
+        backoff_initial=retry.backoff.initial,
+        backoff_max=retry.backoff.max,
+        jitter=retry.backoff.jitter,
+        max_retry_after=retry.max_retry_after,
+        statuses=retry.statuses,
+    )
+
+
+def _robots(config: Config, fetcher: Fetcher, stats: Stats) -> RobotsCache | None:
+    if not config.robots.obey:
+        return None
+    return RobotsCache(
+        fetcher.fetch_robots,
+        config.http.user_agent,
+        stats,
+        recheck_unavailable=config.robots.recheck_unavailable,
+        max_crawl_delay=config.robots.max_crawl_delay,
+    )
+
+
+def session_factory(config: Config, pools: PoolSizing, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
+    ca_bundle = config.http.ca_bundle
+    verify: bool | str = config.http.verify_tls
+    if ca_bundle is not None and verify:
+        verify = str(config.resolve(ca_bundle))
+    settings = SessionSettings(
+        user_agent=config.http.user_agent, max_redirects=config.http.max_redirects, verify=verify
+    )
+    return make_session_factory(settings, pools, stats)
+
+
