@@ -115,6 +115,9 @@ def start_cli(folder: Path, *args: str, log: str) -> CliRun:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
+            # Its own process group, as a shell gives a command: a signal to the group reaches
+            # the crawl's worker processes too, as Ctrl-C on a terminal does.
+            start_new_session=True,
         )
     return CliRun(proc, started, out_path, err_path)
 
@@ -199,7 +202,7 @@ def site_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def products_project(folder: Path, site_url: str, fmt: str, *, spider: str = "products",
-                     extra_spiders: dict[str, str] | None = None) -> Path:
+                     extra_spiders: dict[str, str] | None = None, processes: int = 1) -> Path:
     """A project folder: the shipped products spider and a config with everything inside ``folder``."""
     spiders = folder / "spiders"
     spiders.mkdir(parents=True, exist_ok=True)
@@ -215,6 +218,7 @@ args = {{ start_url = "{site_url}/" }}
 
 [crawl]
 workers = {WORKERS}
+processes = {processes}
 
 [output]
 format = "{fmt}"
@@ -334,6 +338,7 @@ class StopMode:
     name: str
     signals: tuple[signal.Signals, ...]  # sent in this order
     exit_code: int
+    to_group: bool = False  # to every process of the crawl (its worker processes too), not the first
 
     @property
     def graceful(self) -> bool:
@@ -345,6 +350,8 @@ STOP_MODES = {
     "sigint": StopMode("sigint", (signal.SIGINT,), EXIT_INTERRUPTED),
     "sigterm": StopMode("sigterm", (signal.SIGTERM,), EXIT_INTERRUPTED),
     "sigint-twice": StopMode("sigint-twice", (signal.SIGINT, signal.SIGINT), EXIT_INTERRUPTED),
+    "sigkill-all": StopMode("sigkill-all", (signal.SIGKILL,), -signal.SIGKILL, to_group=True),
+    "ctrl-c": StopMode("ctrl-c", (signal.SIGINT,), EXIT_INTERRUPTED, to_group=True),
 }
 
 
@@ -432,7 +439,10 @@ def stop_repeatedly(
             for number, sig in enumerate(mode.signals):
                 if number:
                     time.sleep(pause)
-                run.proc.send_signal(sig)
+                if mode.to_group:
+                    os.killpg(run.proc.pid, sig)
+                else:
+                    run.proc.send_signal(sig)
             code = run.wait(60)
         err = run.err()
         said_on_start = [
@@ -460,30 +470,38 @@ def stop_repeatedly(
 
 
 LOOPS = [
-    pytest.param("sigkill", "jsonl", id="sigkill-jsonl"),
-    pytest.param("sigkill", "csv", id="sigkill-csv"),
-    pytest.param("sigint", "jsonl", id="sigint-jsonl"),
-    pytest.param("sigterm", "csv", id="sigterm-csv"),
-    pytest.param("sigint-twice", "jsonl", id="sigint-twice-jsonl"),
+    pytest.param("sigkill", "jsonl", 1, id="sigkill-jsonl"),
+    pytest.param("sigkill", "csv", 1, id="sigkill-csv"),
+    pytest.param("sigint", "jsonl", 1, id="sigint-jsonl"),
+    pytest.param("sigterm", "csv", 1, id="sigterm-csv"),
+    pytest.param("sigint-twice", "jsonl", 1, id="sigint-twice-jsonl"),
+    # One crawl in a coordinator and two worker processes: every one of them killed at once, the
+    # coordinator alone stopped by SIGTERM, and Ctrl-C as a terminal sends it, to all of them.
+    pytest.param("sigkill-all", "jsonl", 2, id="sigkill-all-2processes-jsonl"),
+    pytest.param("sigterm", "csv", 2, id="sigterm-2processes-csv"),
+    pytest.param("ctrl-c", "jsonl", 2, id="ctrl-c-2processes-jsonl"),
 ]
+# Stops per loop with worker processes: each run starts them anew, which takes longer.
+PROCESS_KILLS = 3
 
 
-@pytest.mark.parametrize(("mode_name", "fmt"), LOOPS)
+@pytest.mark.parametrize(("mode_name", "fmt", "processes"), LOOPS)
 def test_stopped_again_and_again_then_resumed_writes_every_item_exactly_once(
-    mode_name: str, fmt: str, site_url: str, clean_output: Callable[[str], Output], tmp_path: Path
+    mode_name: str, fmt: str, processes: int, site_url: str, clean_output: Callable[[str], Output], tmp_path: Path
 ) -> None:
     want = clean_output(fmt)
-    seed = seed_for(f"loop:{mode_name}:{fmt}")
+    seed = seed_for(f"loop:{mode_name}:{fmt}" + (f":{processes}" if processes > 1 else ""))
     mode = STOP_MODES[mode_name]
-    folder = products_project(tmp_path, site_url, fmt)
+    folder = products_project(tmp_path, site_url, fmt, processes=processes)
     output = folder / "out" / f"products.{fmt}"
     log = KillLog(seed, mode_name)
+    kills = KILLS if processes == 1 else PROCESS_KILLS
 
-    stop_repeatedly(folder, mode, random.Random(seed), log, total_pages=PAGES, output=output)
+    stop_repeatedly(folder, mode, random.Random(seed), log, total_pages=PAGES, output=output, kills=kills)
     final = run_to_end(folder, log="final")
 
     print(f"\n{log}")
-    assert log.mid_crawl >= KILLS, str(log)
+    assert log.mid_crawl >= kills, str(log)
     # It continued each time rather than starting over.
     done_counts = log.resumed_done + [int(m.group(2)) for m in RESUMING.finditer(final.err())]
     assert done_counts, f"no run said it was resuming; {log}"

@@ -114,7 +114,7 @@ def django_site(django_server: DjangoSite, monkeypatch: pytest.MonkeyPatch) -> D
 
 @pytest.fixture
 def django_config(spider_config):
-    def make(site: DjangoSite, *, workers: int) -> object:
+    def make(site: DjangoSite, *, workers: int, processes: int = 1) -> object:
         login = f"""
 [spiders.login]
 url = "{site.url}/accounts/login/"
@@ -126,6 +126,7 @@ env_fields = {{ username = "DJANGO_USER", password = "DJANGO_PASSWORD" }}
         extra = f"""
 [crawl]
 workers = {workers}
+processes = {processes}
 
 [politeness]
 concurrency = {workers}
@@ -167,13 +168,21 @@ def run(config):
         return None, failure
 
 
-@pytest.mark.parametrize("repetition", [1, 2, 3], ids=lambda r: f"run{r}")
-@pytest.mark.parametrize("workers", [16, 32, 64], ids=lambda w: f"{w}workers")
+@pytest.mark.parametrize(
+    ("workers", "processes", "repetition"),
+    [
+        *[(workers, 1, repetition) for workers in (16, 32, 64) for repetition in (1, 2, 3)],
+        # The same crawl shared by worker processes: they ask the coordinator for the login,
+        # which logs in once for all of them, per revocation.
+        *[(workers, 2, repetition) for workers in (16, 32) for repetition in (1, 2)],
+    ],
+    ids=lambda value: str(value),
+)
 def test_each_automatic_revocation_costs_exactly_one_login(
-    django_site: DjangoSite, django_config, workers: int, repetition: int
+    django_site: DjangoSite, django_config, workers: int, processes: int, repetition: int
 ) -> None:
     django_site.reset(revoke_every=REVOKE_EVERY, pages=PAGES, **SLOW)
-    config = django_config(django_site, workers=workers)
+    config = django_config(django_site, workers=workers, processes=processes)
 
     report, failure = run(config)
     stats = django_site.stats()

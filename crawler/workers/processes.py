@@ -56,6 +56,8 @@ _PREFETCH = 2
 # (what they hold stays in flight, for the next run), and when it finished (they hold nothing).
 _EXIT_GRACE = 2.0
 _FINISHED_EXIT = 30.0
+# Signals a worker process leaves to its coordinator (SIGKILL still ends it).
+_COORDINATORS_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _to_wire(completion: Completion) -> tuple[Any, ...]:
@@ -112,11 +114,21 @@ class ProcessWorkers:
             process = context.Process(
                 target=self.target, args=(theirs, *self.args), name=f"crawler-worker-process-{number}", daemon=True
             )
-            process.start()
+            # Ctrl-C reaches every process of the terminal's group, and a service manager's SIGTERM
+            # every process of the service: stopping is the coordinator's to handle. The new
+            # process starts with both blocked (a mask survives exec), and ignores them before
+            # unblocking them (``prepare_child``), so even one that lands while the interpreter
+            # starts cannot interrupt it.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _COORDINATORS_SIGNALS)
+            try:
+                process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             theirs.close()
             child = _Coordinator(self, number, process, ours, take, report)
             self._children.append(child)
             child.start()
+            self.stats.inc("worker_processes")
         threading.Thread(target=self._pass_on_stop, name="crawler-stop-watch", daemon=True).start()
 
     def _pass_on_stop(self) -> None:
@@ -278,7 +290,7 @@ class _Coordinator:
         self._slots.release(self.pool.threads + _PREFETCH)  # the dispatching thread sees it is dead
         self.process.join(_EXIT_GRACE)
         self.lost = not self._stop_sent
-        if orphans or self.lost:
+        if self.lost:
             self.pool.stats.inc("worker_processes_lost")
             logger.warning(
                 "worker process %d (pid %s) ended with exit code %s; its %d requests go back to the queue",
@@ -399,9 +411,11 @@ class _LogToCoordinator(logging.Handler):
 
 
 def prepare_child(connection: Connection, log_level: int) -> ChildLink:
-    """The first thing a worker process does: Ctrl-C is for the coordinator (the terminal sends
-    it to every process), and log records go to it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """The first thing a worker process does: Ctrl-C and SIGTERM are for the coordinator, which
+    tells its worker processes when to stop, and log records go to it."""
+    for number in _COORDINATORS_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _COORDINATORS_SIGNALS)
     link = ChildLink(connection)
     root = logging.getLogger()
     root.handlers[:] = [_LogToCoordinator(link)]
