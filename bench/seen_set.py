@@ -5,10 +5,15 @@ The issue's targets: crawling 1,000,000 URLs keeps the process's resident memory
 
 No network is used. A generated link graph is pushed through the same frontier calls the engine
 makes: start requests go in with ``frontier.add``, and then, until the frontier is finished, the
-loop ``lease``s a batch, and ``complete``s every lease as done, with that page's links as its
-children. So URLs enter the seen-set the way they do in a real crawl (as children of completed
-pages, deduplicated by ``INSERT OR IGNORE`` on the fingerprint), and every one of them is leased
-and completed, which is when the frontier drops its request JSON.
+loop ``lease``s a batch (shared among the hosts that have work ready), and ``complete``s every
+lease as done, with that page's links as its children. So URLs enter the seen-set the way they
+do in a real crawl (as children of completed pages, deduplicated by ``INSERT OR IGNORE`` on the
+fingerprint), and every one of them is leased and completed, which is when the frontier drops its
+request JSON. Every link goes to the frontier, as its stored form (an ``Entry``), so dedupe is
+the seen-set's alone. With ``--seen-filter N`` the engine's in-memory ``SeenFilter`` (of N
+fingerprints; the engine's holds 200,000) stands in front, as in a crawl: links a commit has
+already made durable are dropped before their ``Entry`` is made. Its memory is part of RSS then,
+and rises and falls as it fills and starts over.
 
 The link graph: each page links to ``--children`` URLs. ``--duplicates`` of them are URLs that
 were generated before (alternately a recent one, as navigation links are, which the fingerprint's
@@ -38,9 +43,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from crawler.frontier import Checkpoint, Completion, Pending, SQLiteFrontier
+from crawler.frontier import Checkpoint, Completion, Entry, Lease, SQLiteFrontier
 from crawler.frontier.sqlite import delete_checkpoint
 from crawler.request import Request
+from crawler.seen import DEFAULT_LIMIT, SeenFilter
 
 SPIDER = "seen_set_bench"
 BYTES_PER_URL_LIMIT = 64
@@ -129,8 +135,8 @@ class CrawlResult:
 class Timings:
     add: float = 0.0
     lease: float = 0.0
-    complete: float = 0.0  # includes fingerprinting the children (the frontier does it)
-    build: float = 0.0  # the benchmark's own work: making Request / Pending / Completion objects
+    complete: float = 0.0
+    build: float = 0.0  # making Request / Entry / Completion objects, fingerprinting included (Entry.of)
 
 
 def file_bytes(path: Path) -> int:
@@ -143,6 +149,19 @@ def file_bytes(path: Path) -> int:
     return total
 
 
+def entry(index: int, depth: int) -> Entry:
+    return Entry.of(SPIDER, Request(url_for(index), callback="parse"), depth)
+
+
+def lease_batch(frontier: SQLiteFrontier, size: int) -> list[Lease]:
+    """Up to ``size`` leases, shared among the hosts with work ready, as the engine asks for them."""
+    ready = frontier.ready_hosts()
+    if not ready:
+        return []
+    share = -(-size // len(ready))
+    return frontier.lease({host: min(share, queued) for host, queued in ready.items()})
+
+
 def crawl(
     frontier: SQLiteFrontier,
     path: Path,
@@ -151,45 +170,51 @@ def crawl(
 ) -> CrawlResult:
     """Seed, then lease and complete until the frontier is finished, sampling RSS on the way."""
     graph = LinkGraph(args.urls, args.children, args.duplicates, seed=1)
+    seen = SeenFilter(args.seen_filter) if args.seen_filter else None
     samples: list[Sample] = []
     warm_snapshot: tracemalloc.Snapshot | None = None
     started = time.perf_counter()
 
-    # Start requests, in batches, as Engine.seed does.
+    # Start requests, in batches, as Crawl.seed does.
     added = 0
     seeds = graph.new(args.seeds)
     for start in range(0, len(seeds), args.batch):
         tick = time.perf_counter()
-        batch = [Pending(Request(url_for(i), callback="parse"), 0) for i in seeds[start : start + args.batch]]
+        batch = [entry(i, 0) for i in seeds[start : start + args.batch]]
         timings.build += time.perf_counter() - tick
         tick = time.perf_counter()
         added += frontier.add(batch)
         timings.add += time.perf_counter() - tick
+        if seen is not None:
+            seen.committed(new.fingerprint for new in batch)
 
     done = 0
     links = 0
     next_sample = args.sample_every
     while not frontier.is_finished():
         tick = time.perf_counter()
-        leases = frontier.lease(args.batch)
+        leases = lease_batch(frontier, args.batch)
         timings.lease += time.perf_counter() - tick
 
         tick = time.perf_counter()
-        completions = [
-            Completion(
-                lease,
-                attempts=1,
-                children=[Pending(Request(url_for(i), callback="parse"), lease.depth + 1) for i in graph.links()],
-                items=[],
-            )
-            for lease in leases
-        ]
+        completions = []
+        for lease in leases:
+            children = [entry(i, lease.depth + 1) for i in graph.links()]
+            links += len(children)
+            if seen is not None:
+                # As the workers do: a link the filter knows is committed goes no further.
+                children = [child for child in children if child.fingerprint not in seen]
+            completions.append(Completion(lease, attempts=1, children=children, items=[]))
         timings.build += time.perf_counter() - tick
-        links += sum(len(completion.children) for completion in completions)
 
         tick = time.perf_counter()
-        frontier.complete(completions)
+        committed = frontier.complete(completions)
         timings.complete += time.perf_counter() - tick
+        if committed.stale:
+            raise RuntimeError(f"{committed.stale} completions were refused as stale; no lease should expire here")
+        if seen is not None:
+            # As Crawl._commit does: remembered once the commit made them durable.
+            seen.committed(child.fingerprint for completion in completions for child in completion.children)
         # Drop our references before sampling, so RSS shows what the frontier keeps, not the
         # batch the benchmark happens to hold.
         del leases, completions
@@ -385,6 +410,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=int, default=100_000, help="done URLs before RSS counts as settled (default 100,000)"
     )
     parser.add_argument(
+        "--seen-filter",
+        type=int,
+        default=0,
+        help="put the engine's in-memory SeenFilter, of this many fingerprints, in front of the frontier"
+        f" (the engine's holds {DEFAULT_LIMIT:,}; default 0: none)",
+    )
+    parser.add_argument(
         "--tracemalloc", action="store_true", help="trace Python allocations (slow) and list what grew after warm-up"
     )
     parser.add_argument("--dir", type=Path, help="work in this folder (kept) instead of a temporary one")
@@ -395,6 +427,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--duplicates must be below --children, or the crawl never finds new URLs")
     if args.batch < 1 or args.sample_every < 1:
         parser.error("--batch and --sample-every must be positive")
+    if args.seen_filter < 0:
+        parser.error("--seen-filter must be 0 (none) or positive")
     return args
 
 
@@ -403,7 +437,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     delete_checkpoint(path)  # always a fresh crawl, also in a kept --dir
     print(
         f"seen-set benchmark: {args.urls:,} URLs, batch {args.batch:,}, {args.seeds:,} seeds,"
-        f" {args.children} links/page ({args.duplicates} duplicate), checkpoint {path}",
+        f" {args.children} links/page ({args.duplicates} duplicate),"
+        f" seen filter {f'{args.seen_filter:,}' if args.seen_filter else 'off'}, checkpoint {path}",
         flush=True,
     )
     if args.tracemalloc:
@@ -420,7 +455,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
         print(
             f"\nCrawled {frontier.counts().done:,} pages; they carried {result.links:,} links,"
-            f" {result.duplicate_links:,} of them to URLs already seen (dropped by dedupe)"
+            f" {result.duplicate_links:,} of them to URLs already seen"
+            f" (dropped by {'the seen filter or ' if args.seen_filter else ''}dedupe)"
         )
         flat = report_rss(result.samples, args.warmup)
         if args.tracemalloc:
@@ -438,8 +474,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     print(
         f"\nTime: {elapsed:.1f} s for {args.urls:,} URLs = {args.urls / elapsed:,.0f} URLs/s"
         f" (add {timings.add:.1f} s, lease {timings.lease:.1f} s,"
-        f" complete {timings.complete:.1f} s incl. fingerprinting children,"
-        f" building requests {timings.build:.1f} s)"
+        f" complete {timings.complete:.1f} s,"
+        f" building requests and fingerprinting them {timings.build:.1f} s)"
     )
     for problem in problems:
         print(f"FAILED: {problem}")

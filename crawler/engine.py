@@ -1,12 +1,15 @@
-"""The engine: runs one spider's crawl over a frontier, with workers (threads or processes).
+"""The engine: runs the crawls of a config's spiders at once, over their frontiers, with one set
+of workers (threads or processes) and one per-host scheduler for them all.
 
-The engine thread is the only one that talks to the frontier. It leases work host by host, as
+The engine thread is the only one that talks to the frontiers. It leases work host by host, as
 much as each host's limits can use, into the host scheduler that workers take from, and commits
 what they hand back in batches (one transaction for many pages), which is where a checkpointing
 crawler's speed is won. It renews the leases it holds (their heartbeat) and reclaims expired ones.
+Spiders share the workers and the hosts' limits: two spiders on one site together keep to its
+concurrency and delay.
 
-The crawl is finished by one rule (``crawl_is_finished``), which ``crawler status`` applies to the
-checkpoint on disk too; the engine adds only that it holds no lease itself.
+A spider's crawl is finished by one rule (``crawl_is_finished``), which ``crawler status``
+applies to the checkpoint on disk too; the engine adds only that it holds no lease of it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import json
 import logging
 import queue
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,67 +69,54 @@ class CrawlResult:
 
 
 class Crawl:
-    """One spider's crawl, from its start requests (or checkpoint) to finished or stopped."""
+    """One spider's crawl, from its start requests (or checkpoint) to finished or stopped: its
+    frontier, output and limits, the leases it has out, and its own counts (``stats``)."""
 
     def __init__(
         self,
         spider: Spider,
         frontier: Frontier,
-        workers: Workers,
         output: OutputFile,
         stats: Stats,
         *,
-        scheduler: HostScheduler,
-        concurrency: int,
-        shutdown_grace: float,
-        stop: StopSignal,
         limits: Limits = Limits(),
         seen: SeenFilter | None = None,
-        lease_time: float = 60.0,
     ) -> None:
         self.spider = spider
+        self.name = spider.name
         self.frontier = frontier
-        self.workers = workers
         self.output = output
         self.stats = stats
-        self.scheduler = scheduler
-        self.concurrency = concurrency
-        self.shutdown_grace = shutdown_grace
-        self.stop = stop
         self.limits = limits
         self.seen = seen if seen is not None else SeenFilter()
-        # Renewed well before they run out: a late heartbeat must not lose the leases.
-        self._renew_every = lease_time / 3
-        self.counts = self._started = frontier.counts()
-        self._results: queue.SimpleQueue[tuple[Lease, Completion | None]] = queue.SimpleQueue()
-        # A bound on all leases out: waiting in the scheduler, being worked on, or done and
-        # awaiting commit.
-        self._max_held = 8 * concurrency
-        # Leases handed to the scheduler and not yet come back, by entry.
-        self._out: dict[int, Lease] = {}
+        self.counts = self.started = frontier.counts()
+        self.already_finished = False
+        # Leases handed to the scheduler and not yet come back, by key (an entry leased again after
+        # its lease expired is another lease).
+        self.out: dict[tuple[int, int], Lease] = {}
         self._seeded = frontier.get_state(SEEDED) is not None
         self._stats_at_start = stats.snapshot()
         self._earlier_runs = previous_run_stats(frontier)
         # The per-host table goes on from where earlier runs left it.
-        scheduler.carry_over(
-            {host: (row["requests"], row["errors"]) for host, row in self._earlier_runs.get("hosts", {}).items()}
-        )
+        self._host_requests: Counter[str] = Counter()
+        self._host_errors: Counter[str] = Counter()
+        for host, row in self._earlier_runs.get("hosts", {}).items():
+            self._host_requests[host], self._host_errors[host] = row["requests"], row["errors"]
 
     def seed(self) -> None:
         """Queue the start requests, once per crawl (a resumed crawl does not revisit them)."""
         if self._seeded:
             return
         batch: list[Entry] = []
-        name = self.spider.name
         try:
-            for request in checked_requests(self.spider.start_requests(), self.stats, name):
-                batch.append(Entry.of(name, request, 0))
+            for request in checked_requests(self.spider.start_requests(), self.stats, self.name):
+                batch.append(Entry.of(self.name, request, 0))
                 if len(batch) >= _SEED_BATCH:
                     self._add(batch)
                     batch.clear()
         except Exception as error:  # the spider's own code: without its start requests there is no crawl
             self._add(batch)  # kept; the next run seeds again and dedupe drops these
-            raise SpiderError(name, "start_requests", f"{type(error).__name__}: {error}") from error
+            raise SpiderError(self.name, "start_requests", f"{type(error).__name__}: {error}") from error
         self._add(batch)
         # Set after the adds: if the process dies in between, the next run adds them again and
         # dedupe drops the ones already there.
@@ -137,46 +128,59 @@ class Crawl:
         self.frontier.add(entry for entry in entries if entry.fingerprint not in self.seen)
         self.seen.committed(entry.fingerprint for entry in entries)
 
-    @property
-    def _held(self) -> int:
-        return len(self._out)
-
     def is_finished(self) -> bool:
-        return self._held == 0 and crawl_is_finished(self._seeded, self.frontier.counts(), self.limits)
+        return not self.out and crawl_is_finished(self._seeded, self.frontier.counts(), self.limits)
 
-    def run(self) -> CrawlResult:
-        if self.is_finished():
-            self.output.sync()
-            counts = self.frontier.counts()
-            return CrawlResult(
-                self.spider.name, counts, finished=True, started=counts, already_finished=True,
-                failed_kinds=self.frontier.failed_kinds(), failed_statuses=self.frontier.failed_statuses(),
-                reasons=self.reasons(),
-            )
-        self.seed()
-        self.workers.start(self.scheduler.take, self._report)
-        loop_ended = False
-        try:
-            self._loop()
-            loop_ended = True
-        finally:
-            # After a finished crawl the workers are idle and stop at once. After a stop or an
-            # error, whatever still runs keeps its lease in flight for the next run to take back.
-            self.scheduler.close()
-            self.workers.stop(wait=loop_ended and not self.stop.graceful.is_set())
-            if loop_ended:  # after a checkpoint or disk error, writing more would fail the same way
-                self.output.sync()
-                self.save_run_stats()
-            self.counts = self.frontier.counts()
-        return CrawlResult(
-            self.spider.name, self.counts, finished=self.is_finished(), started=self._started,
-            hosts=self.host_rows(), failed_kinds=self.frontier.failed_kinds(),
-            failed_statuses=self.frontier.failed_statuses(), reasons=self.reasons(),
-        )
+    def lease(self, wants: Mapping[str, int]) -> list[Lease]:
+        """Lease work of these hosts (see ``Frontier.lease``), recorded as out."""
+        leases = self.frontier.lease(wants)
+        self.out.update((lease.key, lease) for lease in leases)
+        return leases
 
-    def save_run_stats(self) -> None:
-        """Record this spider's per-host table and counts by reason (with earlier runs')."""
-        self.frontier.set_state(RUN_STATS, json.dumps({"counts": self.reasons(), "hosts": self.host_rows()}))
+    def heard(self, lease: Lease, outcome: Outcome) -> None:
+        """A worker is done with one of this crawl's leases: count it in the per-host table."""
+        if outcome.latency is not None:
+            self._host_requests[lease.host] += 1
+            self._host_errors[lease.host] += not outcome.ok
+
+    def commit(self, batch: Sequence[tuple[Lease, Completion | None]]) -> None:
+        completions = [completion for _, completion in batch if completion is not None]
+        released = [lease for lease, completion in batch if completion is None]
+        committed = self.frontier.complete(completions)
+        self.count_stale(committed.stale + self.frontier.release(released))
+        if not committed.stale:
+            # Only what is committed is remembered as seen (see SeenFilter).
+            self.seen.committed(child.fingerprint for completion in completions for child in completion.children)
+        for lease, _ in batch:
+            del self.out[lease.key]
+        self.counts = self.frontier.counts()
+
+    def release(self, leases: Sequence[Lease]) -> None:
+        """Put leases that were never started back in the queue."""
+        self.count_stale(self.frontier.release(leases))
+        for lease in leases:
+            del self.out[lease.key]
+
+    def heartbeat(self) -> None:
+        """Renew every lease out (so work that runs long keeps it), and queue again whatever
+        anyone let expire."""
+        if (held := len(self.out)) and (renewed := self.frontier.renew(self.out.values())) < held:
+            logger.warning("%s: %d leases had expired before they were renewed", self.name, held - renewed)
+        if reclaimed := self.frontier.reclaim_expired():
+            self.stats.inc("leases_reclaimed", reclaimed)
+            logger.warning("%s: %d expired leases were queued again", self.name, reclaimed)
+
+    def count_stale(self, stale: int) -> None:
+        if stale:
+            # The lease expired and was reclaimed while this crawl worked on it: whoever holds
+            # it now commits the request, so the result here must not be.
+            self.stats.inc("stale_completions", stale)
+            logger.warning("%s: %d results came back after their leases had expired; they were dropped", self.name, stale)
+
+    def sync(self, scheduler: HostScheduler) -> None:
+        """Bring the output file up to the checkpoint, and record the per-host table and counts."""
+        self.output.sync()
+        self.frontier.set_state(RUN_STATS, json.dumps({"counts": self.reasons(), "hosts": self.host_rows(scheduler)}))
 
     def reasons(self) -> dict[str, int]:
         """Counts by reason over every run: earlier runs' and this one's."""
@@ -186,21 +190,97 @@ class Crawl:
             counts[name] += number - start.get(name, 0)
         return dict(counts)
 
-    def host_rows(self) -> dict[str, dict[str, Any]]:
-        """The per-host table: requests and errors (over all runs), delay, paused-until."""
-        return {
-            status.host: {
-                "requests": status.requests,
-                "errors": status.errors,
-                "delay": round(status.delay, 3),
-                "paused_until": status.paused_until,
+    def host_rows(self, scheduler: HostScheduler) -> dict[str, dict[str, Any]]:
+        """The per-host table: this spider's requests and errors (over all runs), and each host's
+        delay and pause, which all spiders share."""
+        shared = {status.host: status for status in scheduler.hosts()}
+        rows = {}
+        for host, requests in self._host_requests.items():
+            status = shared.get(host)
+            rows[host] = {
+                "requests": requests,
+                "errors": self._host_errors[host],
+                "delay": round(status.delay, 3) if status else 0.0,
+                "paused_until": status.paused_until if status else None,
             }
-            for status in self.scheduler.hosts()
-        }
+        return rows
+
+    def result(self, scheduler: HostScheduler) -> CrawlResult:
+        self.counts = self.frontier.counts()
+        started = self.counts if self.already_finished else self.started
+        return CrawlResult(
+            self.name, self.counts, finished=self.is_finished(), started=started,
+            already_finished=self.already_finished, hosts={} if self.already_finished else self.host_rows(scheduler),
+            failed_kinds=self.frontier.failed_kinds(), failed_statuses=self.frontier.failed_statuses(),
+            reasons=self.reasons(),
+        )
+
+
+class Engine:
+    """Runs crawls at once, sharing ``workers`` and the host ``scheduler``."""
+
+    def __init__(
+        self,
+        crawls: Sequence[Crawl],
+        workers: Workers,
+        *,
+        scheduler: HostScheduler,
+        concurrency: int,
+        shutdown_grace: float,
+        stop: StopSignal,
+        lease_time: float = 60.0,
+    ) -> None:
+        self.crawls = list(crawls)
+        self.workers = workers
+        self.scheduler = scheduler
+        self.concurrency = concurrency
+        self.shutdown_grace = shutdown_grace
+        self.stop = stop
+        self._by_name = {crawl.name: crawl for crawl in self.crawls}
+        self._active: list[Crawl] = []
+        self._results: queue.SimpleQueue[tuple[Lease, Completion | None]] = queue.SimpleQueue()
+        # A bound on all leases out: waiting in the scheduler, being worked on, or done and
+        # awaiting commit.
+        self._max_held = 8 * concurrency
+        # Renewed well before they run out: a late heartbeat must not lose the leases.
+        self._renew_every = lease_time / 3
+        self._turn = 0  # which crawl is offered the lease budget first, in turn
+
+    def run(self) -> list[CrawlResult]:
+        for crawl in self.crawls:
+            if crawl.is_finished():
+                crawl.already_finished = True
+                crawl.output.sync()
+        self._active = [crawl for crawl in self.crawls if not crawl.already_finished]
+        if self._active:
+            self._crawl()
+        return [crawl.result(self.scheduler) for crawl in self.crawls]
+
+    def _crawl(self) -> None:
+        for crawl in self._active:
+            crawl.seed()
+        self.workers.start(self.scheduler.take, self._report)
+        loop_ended = False
+        try:
+            self._loop()
+            loop_ended = True
+        finally:
+            # After finished crawls the workers are idle and stop at once. After a stop or an
+            # error, whatever still runs keeps its lease in flight for the next run to take back.
+            self.scheduler.close()
+            self.workers.stop(wait=loop_ended and not self.stop.graceful.is_set())
+            if loop_ended:  # after a checkpoint or disk error, writing more would fail the same way
+                for crawl in self._active:
+                    crawl.sync(self.scheduler)
+
+    @property
+    def _held(self) -> int:
+        return sum(len(crawl.out) for crawl in self._active)
 
     def _report(self, lease: Lease, outcome: Outcome) -> None:
         """From a worker: the host gets its slot back, the completion waits for the next commit."""
         self.scheduler.finished(lease, latency=outcome.latency, ok=outcome.ok)
+        self._by_name[lease.spider].heard(lease, outcome)
         self._results.put((lease, outcome.completion))
 
     def _loop(self) -> None:
@@ -218,66 +298,68 @@ class Crawl:
             self._commit(self._collect())
             now = time.monotonic()
             if now - last_renewal >= self._renew_every:
-                self._heartbeat()
+                for crawl in self._active:
+                    crawl.heartbeat()
                 last_renewal = now
             if now - last_sync >= _OUTPUT_SYNC_INTERVAL:
-                self.output.sync()
-                self.save_run_stats()
+                for crawl in self._active:
+                    crawl.sync(self.scheduler)
                 last_sync = now
-            if self.is_finished():
+            for crawl in [crawl for crawl in self._active if crawl.is_finished()]:
+                crawl.sync(self.scheduler)
+                self._active.remove(crawl)
+            if not self._active:
                 return
 
     def _lease_more(self) -> None:
         """Top up each ready host with as much work as its limits can use, within the crawl's
-        bounds. A host that is paused or at its limit gets none, so it never crowds out others."""
-        counts = self.frontier.counts()
-        if self.limits.reached(counts):
-            # Not sent yet, so not sent at all: only what is in flight may still add items.
-            self._release_unstarted()
-            return
+        bounds, the crawls taking turns at the budget. A host that is paused or at its limit
+        gets none, so it never crowds out others."""
         budget = self._max_held - self._held
-        if (pages_left := self.limits.pages_left(counts)) is not None:
-            budget = min(budget, pages_left)
         if budget <= 0:
             return
-        ready = self.frontier.ready_hosts()
+        self._turn = (self._turn + 1) % len(self._active)
+        offered = self._active[self._turn :] + self._active[: self._turn]
+        ready: dict[Crawl, dict[str, int]] = {}
+        for crawl in offered:
+            counts = crawl.frontier.counts()
+            if crawl.limits.reached(counts):
+                # Not sent yet, so not sent at all: only what is in flight may still add items.
+                self._release_unstarted(crawl)
+            elif hosts := crawl.frontier.ready_hosts():
+                ready[crawl] = hosts
         if not ready:
             return
-        rooms = self.scheduler.rooms(ready)
-        wants: dict[str, int] = {}
-        # The least busy hosts first, so a small budget is shared instead of spent on one host.
-        for host, room in sorted(rooms.items(), key=lambda entry: -entry[1]) if len(rooms) > 1 else rooms.items():
-            if (want := min(room, ready[host], budget)) > 0:
-                wants[host] = want
-                budget -= want
-                if not budget:
-                    break
-        if wants:
-            leases = self.frontier.lease(wants)
-            self._out.update((lease.entry, lease) for lease in leases)
-            self.scheduler.put(leases)
+        rooms = self.scheduler.rooms({host for hosts in ready.values() for host in hosts})
+        for crawl, hosts in ready.items():
+            own_budget = budget
+            if (pages_left := crawl.limits.pages_left(crawl.frontier.counts())) is not None:
+                own_budget = min(own_budget, pages_left)
+            wants: dict[str, int] = {}
+            # The least busy hosts first, so a small budget is shared instead of spent on one host.
+            for host in sorted(hosts, key=lambda name: -rooms.get(name, 0)) if len(hosts) > 1 else hosts:
+                if (want := min(rooms.get(host, 0), hosts[host], own_budget)) > 0:
+                    wants[host] = want
+                    own_budget -= want
+                    if not own_budget:
+                        break
+            if wants:
+                leases = crawl.lease(wants)
+                self.scheduler.put(leases)
+                budget -= len(leases)
+                for lease in leases:
+                    rooms[lease.host] -= 1
+            if budget <= 0:
+                return
 
-    def _heartbeat(self) -> None:
-        """Renew every lease out (so work that runs long keeps it), and queue again whatever
-        anyone let expire."""
-        if (held := len(self._out)) and (renewed := self.frontier.renew(self._out.values())) < held:
-            logger.warning("%d of this crawl's leases had expired before they were renewed", held - renewed)
-        if reclaimed := self.frontier.reclaim_expired():
-            self.stats.inc("leases_reclaimed", reclaimed)
-            logger.warning("%d expired leases were queued again", reclaimed)
-
-    def _release_unstarted(self) -> None:
-        unstarted = self.scheduler.drain()
-        self._count_stale(self.frontier.release(unstarted))
+    def _release_unstarted(self, crawl: Crawl | None = None) -> None:
+        """Take back leases not started yet: every crawl's, or one crawl's."""
+        unstarted = self.scheduler.drain(None if crawl is None else crawl.name)
+        by_crawl: defaultdict[str, list[Lease]] = defaultdict(list)
         for lease in unstarted:
-            del self._out[lease.entry]
-
-    def _count_stale(self, stale: int) -> None:
-        if stale:
-            # The lease expired and was reclaimed while this crawl worked on it: whoever holds
-            # it now commits the request, so the result here must not be.
-            self.stats.inc("stale_completions", stale)
-            logger.warning("%d results came back after their leases had expired; they were dropped", stale)
+            by_crawl[lease.spider].append(lease)
+        for name, leases in by_crawl.items():
+            self._by_name[name].release(leases)
 
     def _collect(self) -> list[tuple[Lease, Completion | None]]:
         if self._held == 0:
@@ -298,21 +380,14 @@ class Crawl:
         return batch
 
     def _commit(self, batch: list[tuple[Lease, Completion | None]]) -> None:
-        if not batch:
-            return
-        completions = [completion for _, completion in batch if completion is not None]
-        released = [lease for lease, completion in batch if completion is None]
-        committed = self.frontier.complete(completions)
-        self._count_stale(committed.stale + self.frontier.release(released))
-        if not committed.stale:
-            # Only what is committed is remembered as seen (see SeenFilter).
-            self.seen.committed(child.fingerprint for completion in completions for child in completion.children)
-        for lease, _ in batch:
-            del self._out[lease.entry]
-        self.counts = self.frontier.counts()
+        by_crawl: defaultdict[str, list[tuple[Lease, Completion | None]]] = defaultdict(list)
+        for lease, completion in batch:
+            by_crawl[lease.spider].append((lease, completion))
+        for name, results in by_crawl.items():
+            self._by_name[name].commit(results)
 
 
 def previous_run_stats(frontier: Frontier) -> dict[str, Any]:
-    """What earlier runs of this spider recorded with ``save_run_stats``."""
+    """What earlier runs of this spider recorded (see ``Crawl.sync``)."""
     text = frontier.get_state(RUN_STATS)
     return json.loads(text) if text else {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import ContextManager
 
@@ -15,7 +15,6 @@ from rich.text import Text
 from .engine import Crawl
 from .frontier.base import CheckpointStatus, FrontierCounts, ResumeInfo
 from .runner import RunReport
-from .stats import Stats
 
 
 class TerminalReporter:
@@ -38,11 +37,11 @@ class TerminalReporter:
             f"{counts.failed} failed); run with --fresh to start over"
         )
 
-    def crawling(self, crawl: Crawl, stats: Stats) -> ContextManager[object]:
+    def crawling(self, crawls: Sequence[Crawl]) -> ContextManager[object]:
         if not self.console.is_terminal:
             return contextlib.nullcontext()
         return Live(
-            get_renderable=lambda: _progress_line(crawl, stats),
+            get_renderable=lambda: _progress_lines(crawls),
             console=self.console,
             refresh_per_second=4,
             transient=True,
@@ -55,15 +54,20 @@ class TerminalReporter:
         )
 
 
-def _progress_line(crawl: Crawl, stats: Stats) -> RenderableType:
-    counts = crawl.counts
-    elapsed = max(stats.elapsed, 1e-9)
-    pages = stats.get("pages")
-    return Text.assemble(
-        (crawl.spider.name, "bold"),
-        f"  done {counts.done}  failed {counts.failed}  queued {counts.queued}  in flight {counts.in_flight}  "
-        f"items {counts.items}  {pages / elapsed:,.0f} pages/s  {elapsed:,.0f}s",
-    )
+def _progress_lines(crawls: Sequence[Crawl]) -> RenderableType:
+    """One line per spider still crawling."""
+    lines = []
+    for crawl in crawls:
+        if crawl.already_finished:
+            continue
+        counts, stats = crawl.counts, crawl.stats
+        elapsed = max(stats.elapsed, 1e-9)
+        lines.append(Text.assemble(
+            (crawl.name, "bold"),
+            f"  done {counts.done}  failed {counts.failed}  queued {counts.queued}  in flight {counts.in_flight}  "
+            f"items {counts.items}  {stats.get('pages') / elapsed:,.0f} pages/s  {elapsed:,.0f}s",
+        ))
+    return Text("\n").join(lines)
 
 
 def print_status(console: Console, status: CheckpointStatus) -> None:

@@ -16,7 +16,7 @@ import pytest
 from helpers import lease_from
 
 from crawler.exporters import CsvFormat, JsonLinesFormat, OutputFile
-from crawler.frontier import Checkpoint, Completion, Pending, SQLiteFrontier
+from crawler.frontier import Checkpoint, Completion, Entry, SQLiteFrontier
 from crawler.request import Request
 
 
@@ -41,7 +41,7 @@ _page_numbers = itertools.count(1)
 
 def commit(frontier: SQLiteFrontier, *items: dict[str, Any]) -> None:
     """Crawl one made-up page whose callback yielded ``items``."""
-    frontier.add([Pending(Request(f"http://example.test/page/{next(_page_numbers)}"), 0)])
+    frontier.add([Entry.of(frontier.spider, Request(f"http://example.test/page/{next(_page_numbers)}"), 0)])
     (lease,) = lease_from(frontier, 1)
     frontier.complete([Completion(lease, 1, items=[json.dumps(item) for item in items])])
 

@@ -98,16 +98,19 @@ def test_per_host_concurrency_holds_for_the_whole_crawl_not_per_process(processe
 
 
 def test_the_delay_between_requests_to_a_host_holds_across_processes(processes_config) -> None:
-    delay = 0.05
-    with PracticeSite(products=30, per_page=10) as site:
+    delay = 0.2
+    with PracticeSite(products=12, per_page=6) as site:
         config = processes_config(site, processes=2, workers=4, concurrency=1, delay=delay)
         report = run_crawl(config)
         arrivals = sorted(site.counters.arrivals("/product/"))
 
-    assert_whole_crawl(report, config, 30)
+    assert_whole_crawl(report, config, 12)
+    # The coordinator starts one request per delay (whichever process sends it), so the site
+    # sees them spread over at least that; a request may reach it a little late after the pipe
+    # (how late depends on the machine's load), so the gap before the next one may look shorter.
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * delay - 0.1
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
-    # The scheduler starts requests no closer than the delay; load can only make gaps longer.
-    assert min(gaps) >= delay * 0.95, sorted(gaps)[:5]
+    assert min(gaps) >= delay / 2, sorted(gaps)[:3]
 
 
 def test_a_worker_process_killed_mid_crawl_loses_nothing_and_the_other_finishes(processes_config, caplog) -> None:

@@ -62,9 +62,9 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A request handed out to work on. ``entry`` is the backend's handle on its queue entry,
-    ``token`` tells this lease from any later one of the same entry; ``attempts`` are the tries
-    already spent on it (earlier ones were retried later)."""
+    """A request of ``spider``'s handed out to work on. ``entry`` is the backend's handle on its
+    queue entry, ``token`` tells this lease from any later one of the same entry; ``attempts``
+    are the tries already spent on it (earlier ones were retried later)."""
 
     fingerprint: bytes
     data: str
@@ -73,7 +73,13 @@ class Lease:
     host: str
     attempts: int = 0
     token: int = 0
+    spider: str = ""
     _request: Request | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """This lease of this entry: what tells it from an earlier or later lease of it."""
+        return self.entry, self.token
 
     @property
     def request(self) -> Request:
@@ -86,7 +92,7 @@ class Lease:
 
     def __getstate__(self) -> tuple[object, ...]:
         # Sent to worker processes without the decoded request: the stored form is smaller.
-        return (self.fingerprint, self.data, self.depth, self.entry, self.host, self.attempts, self.token)
+        return tuple(getattr(self, name) for name in _LEASE_FIELDS)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
         for name, value in zip(_LEASE_FIELDS, state, strict=True):
@@ -94,7 +100,7 @@ class Lease:
         object.__setattr__(self, "_request", None)
 
 
-_LEASE_FIELDS = ("fingerprint", "data", "depth", "entry", "host", "attempts", "token")
+_LEASE_FIELDS = ("fingerprint", "data", "depth", "entry", "host", "attempts", "token", "spider")
 
 
 @dataclass(frozen=True, slots=True)

@@ -326,14 +326,15 @@ class SQLiteFrontier:
             ).fetchone()
         return counts
 
-    def _queue_new(self, entries: Iterable[Entry]) -> int:
-        """Queue the requests whose fingerprint was never seen; inside the caller's transaction."""
+    def _queue_new(self, entries: Iterable[Entry]) -> Counter[str]:
+        """Queue the requests whose fingerprint was never seen, inside the caller's transaction;
+        how many on each host (counted in memory by ``_queued_new`` once it commits)."""
         rows = [
             (position, entry.fingerprint, entry.priority, entry.depth, entry.data, entry.host)
             for position, entry in enumerate(entries)
         ]
         if not rows:
-            return 0
+            return Counter()
         self._db.executemany("INSERT INTO temp.candidates VALUES (?, ?, ?, ?, ?, ?)", rows)
         # One row per new fingerprint (the first of a batch's duplicates), in the order given.
         hosts = Counter(host for (host,) in self._db.execute(
@@ -346,21 +347,24 @@ class SQLiteFrontier:
             " RETURNING host",
             (self._id,),
         ))
-        added = hosts.total()
-        self._queued_more(hosts)
         self._db.execute(
             "INSERT OR IGNORE INTO seen (fingerprint, spider, state) SELECT fingerprint, ?, 0 FROM temp.candidates",
             (self._id,),
         )
         self._db.execute("DELETE FROM temp.candidates")
-        self._counts["queued"] += added
+        return hosts
+
+    def _queued_new(self, hosts: Counter[str]) -> int:
+        self._queued_more(hosts)
+        self._counts["queued"] += (added := hosts.total())
         return added
 
     @_checkpoint_errors
     def add(self, entries: Iterable[Entry]) -> int:
         with self._db:
             self._db.execute("BEGIN")
-            return self._queue_new(entries)
+            hosts = self._queue_new(entries)
+        return self._queued_new(hosts)
 
     def _queued_more(self, hosts: Counter[str]) -> None:
         """Requests became ready on these hosts (new, released or requeued)."""
@@ -396,7 +400,8 @@ class SQLiteFrontier:
                 # RETURNING gives no order guarantee; hand work out in queue order.
                 rows.sort(key=lambda row: (-row[4], row[0]))
                 leases.extend(
-                    Lease(fp, text, depth, seq, host, attempts, token) for seq, fp, text, depth, _, attempts in rows
+                    Lease(fp, text, depth, seq, host, attempts, token, self.spider)
+                    for seq, fp, text, depth, _, attempts in rows
                 )
                 self._queued_by_host[host] -= len(rows)
                 if len(rows) < want and self._queued_by_host[host] > 0:
@@ -412,21 +417,17 @@ class SQLiteFrontier:
         self._counts["in_flight"] += len(leases)
         return leases
 
-    def _held(self, leases: Iterable[Lease]) -> set[int]:
-        """Of these leases' entries, those still held as they were handed out."""
-        tokens = {lease.entry: lease.token for lease in leases}
-        held: set[int] = set()
-        entries = list(tokens)
+    def _held(self, leases: Iterable[Lease]) -> set[tuple[int, int]]:
+        """The keys of those of these leases still held as they were handed out (a batch may
+        hold an expired lease of an entry and the lease that took it over)."""
+        entries = list({lease.entry for lease in leases})
+        held: set[tuple[int, int]] = set()
         for start in range(0, len(entries), _SQL_BATCH):
             chunk = entries[start : start + _SQL_BATCH]
-            held.update(
-                seq
-                for seq, token in self._db.execute(
-                    f"SELECT seq, lease_token FROM queue WHERE owner = ? AND seq IN ({','.join('?' * len(chunk))})",
-                    (self._owner, *chunk),
-                )
-                if token == tokens[seq]
-            )
+            held.update(self._db.execute(
+                f"SELECT seq, lease_token FROM queue WHERE owner = ? AND seq IN ({','.join('?' * len(chunk))})",
+                (self._owner, *chunk),
+            ))
         return held
 
     @_checkpoint_errors
@@ -465,7 +466,7 @@ class SQLiteFrontier:
         stale = 0
         for completion in completions:
             lease = completion.lease
-            if lease.entry not in held:
+            if lease.key not in held:
                 stale += 1  # reclaimed since: whoever holds it now commits it
                 continue
             if completion.retry_at is not None:
@@ -511,12 +512,13 @@ class SQLiteFrontier:
                 deferred,
             )
             self._db.executemany("UPDATE seen SET attempts = attempts + ? WHERE fingerprint = ?", tried)
-            self._queue_new(children)
+            new_hosts = self._queue_new(children)
             self._db.executemany("INSERT INTO items (spider, fingerprint, data) VALUES (?, ?, ?)", items)
             self._db.executemany(
                 "INSERT INTO rejected (spider, url, error, data) VALUES (?, ?, ?, ?)", rejected
             )
             self._put_state("last_activity", str(time.time()))
+        self._queued_new(new_hosts)
         # Deferred rows are queued again but not ready: leasing finds when they will be.
         self._queued_by_host.update(deferred_hosts)
         self._counts["in_flight"] -= len(completions) - stale
@@ -536,7 +538,7 @@ class SQLiteFrontier:
         with self._db:
             self._db.execute("BEGIN")
             held = self._held(leases)
-            released = [lease for lease in leases if lease.entry in held]
+            released = [lease for lease in leases if lease.key in held]
             self._db.executemany(
                 "UPDATE queue SET owner = NULL, lease_token = NULL, lease_until = NULL WHERE seq = ?",
                 [(lease.entry,) for lease in released],

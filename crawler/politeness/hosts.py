@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -199,13 +199,6 @@ class HostScheduler:
             host = self._host(name)
             host.paused_until = max(host.paused_until, self._clock() + seconds)
 
-    def carry_over(self, counts: Mapping[str, tuple[int, int]]) -> None:
-        """Start hosts' request and error counts from an earlier run's (host -> both)."""
-        with self._condition:
-            for name, (requests, errors) in counts.items():
-                host = self._host(name)
-                host.requests, host.errors = requests, errors
-
     def set_crawl_delay(self, name: str, seconds: float | None) -> None:
         """The host's robots.txt is read: from now on its delay is at least ``seconds`` (its
         ``Crawl-delay``, if any), and it gets its full concurrency."""
@@ -243,12 +236,19 @@ class HostScheduler:
                     rooms[name] = cap - len(host.waiting) - host.in_flight
             return rooms
 
-    def drain(self) -> list[Lease]:
-        """Take back every lease not started yet (the crawl is stopping)."""
+    def drain(self, spider: str | None = None) -> list[Lease]:
+        """Take back every lease not started yet (the crawl is stopping), or every one of
+        ``spider``'s (it reached a limit)."""
         with self._condition:
-            leases = [lease for host in self._hosts.values() for lease in host.waiting]
+            leases: list[Lease] = []
             for host in self._hosts.values():
-                host.waiting.clear()
+                if spider is None:
+                    leases.extend(host.waiting)
+                    host.waiting.clear()
+                else:
+                    kept = deque(lease for lease in host.waiting if lease.spider != spider)
+                    leases.extend(lease for lease in host.waiting if lease.spider == spider)
+                    host.waiting = kept
             return leases
 
     def close(self) -> None:

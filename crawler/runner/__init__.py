@@ -11,16 +11,18 @@ import resource
 import signal
 import socket
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
+from ..auth.login import LoginCoordinator
 from ..callbacks import missing_callbacks
 from ..config import Config, SpiderConfig
-from ..engine import Crawl, CrawlResult
+from ..engine import Crawl, CrawlResult, Engine
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
 from ..exporters import OutputFile, make_format
 from ..frontier.base import Backend, FrontierCounts, Limits, ResumeInfo, Store
@@ -31,13 +33,11 @@ from ..politeness.hosts import AdaptiveDelay, Delay, FixedDelay, HostLimits, Hos
 from ..spider import Spider
 from ..stats import Stats
 from ..stopping import StopSignal
-from ..seen import SeenFilter
 from ..workers import Workers
-from ..workers.threads import ThreadWorkers
-from ..auth.login import LoginCoordinator
 from ..workers.processes import ProcessWorkers
+from ..workers.threads import ThreadWorkers
+from .auth import SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
-from .auth import build_spider_auth, check_secrets, cookie_file, environment
 from .wiring import SpiderWork, session_factory, spider_work
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Reporter(Protocol):
 
     def already_finished(self, spider: str, counts: FrontierCounts) -> None: ...
 
-    def crawling(self, crawl: Crawl, stats: Stats) -> ContextManager[object]: ...
+    def crawling(self, crawls: Sequence[Crawl]) -> ContextManager[object]: ...
 
     def stopping(self) -> None: ...
 
@@ -128,7 +128,7 @@ class QuietReporter:
     def already_finished(self, spider: str, counts: FrontierCounts) -> None:
         pass
 
-    def crawling(self, crawl: Crawl, stats: Stats) -> ContextManager[object]:
+    def crawling(self, crawls: Sequence[Crawl]) -> ContextManager[object]:
         return contextlib.nullcontext()
 
     def stopping(self) -> None:
@@ -278,13 +278,13 @@ class _Run:
 
     config: Config
     checkpoint: Store
-    stats: Stats
     stop: StopSignal
     reporter: Reporter
     environ: Mapping[str, str]
     pools: PoolSizing
     processes: int = 1
     sessions_opened: int = 0
+    stats: list[Stats] = field(default_factory=list)  # each spider's
 
 
 def run_crawl(
@@ -301,7 +301,7 @@ def run_crawl(
         make_format(config.output, spider)
         for missing in missing_callbacks(type(spider)):
             logger.warning("%s: the requests that name it will fail", missing)
-    stats = Stats()
+    started = time.monotonic()
     stop = StopSignal()
     results: list[CrawlResult] = []
     with (
@@ -318,7 +318,7 @@ def run_crawl(
             demo_account = site.demo_credentials
             spiders = load_spiders(config, only)  # made again, with the URLs filled in
         run = _Run(
-            config, checkpoint, stats, stop, reporter, environment(config, demo_account), _pool_sizing(config),
+            config, checkpoint, stop, reporter, environment(config, demo_account), _pool_sizing(config),
             config.crawl.processes,
         )
         check_secrets(config, run.environ)
@@ -327,16 +327,16 @@ def run_crawl(
             # without --fresh must not find a later spider's previous crawl still there.
             for spider in spiders.values():
                 _forget(config, checkpoint, spider.name)
-        for index, spider in spiders.items():
-            if stop.graceful.is_set():
-                break
-            results.append(_run_spider(run, index, spider))
+        results = _run_spiders(run, spiders)
     if stop.error is not None:
         raise stop.error
+    stats = Stats()
+    for one in run.stats:
+        stats.merge(one.snapshot())
     return RunReport(
         results=results,
         stats=stats.snapshot(),
-        elapsed=stats.elapsed,
+        elapsed=time.monotonic() - started,
         interrupted=stop.graceful.is_set(),
         sessions=run.sessions_opened,
         requests_per_connection=stats.requests_per_connection(),
@@ -360,58 +360,90 @@ def _forget(config: Config, checkpoint: Store, spider: str) -> None:
     cookie_file(config, spider).unlink(missing_ok=True)
 
 
-def _run_spider(run: _Run, index: int, spider: Spider) -> CrawlResult:
-    config, stats = run.config, run.stats
-    frontier = run.checkpoint.frontier(spider.name)
-    output = OutputFile(config.output_path(spider.name), frontier, make_format(config.output, spider))
-    entry = config.spiders[index]
+def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
+    """Every spider's crawl at once, sharing the workers and the per-host limits."""
+    config = run.config
     scheduler = HostScheduler(_host_limits(config), hold_back_new_hosts=config.robots.obey)
-    seen = SeenFilter()
-    work: SpiderWork | None = None
-    workers: Workers
-    if run.processes > 1:
-        # The coordinator keeps the login (and its cookie file); worker processes fetch and parse.
-        auth = build_spider_auth(config, index, spider, stats, run.environ, session_factory(config, run.pools, stats))
-        threads = -(-config.crawl.workers // run.processes)
-        spec = ChildSpec(
-            config, index, spider.name, dict(run.environ), threads, _pool_sizing(config, threads),
-            logging.getLogger("crawler").getEffectiveLevel(),
-        )
-        workers = ProcessWorkers(
-            child_main, (spec,), run.processes, threads, scheduler=scheduler, stats=stats, stop=run.stop,
-            login=auth.auth.login if isinstance(auth.auth.login, LoginCoordinator) else None, seen=seen,
-        )
-    else:
-        work = spider_work(config, index, spider, stats, run.stop, run.environ, run.pools, scheduler, seen=seen)
-        auth = work.auth
-        sessions = work.sessions
-        workers = ThreadWorkers(work.processor, config.crawl.workers, stats, run.stop, sessions=lambda: len(sessions))
-    try:
-        crawl = Crawl(
-            spider,
-            frontier,
+    crawls: list[Crawl] = []
+    auths: list[SpiderAuth] = []
+    works: dict[str, SpiderWork] = {}
+    workers: Workers | None = None
+    with contextlib.ExitStack() as cleanup:
+        for index, spider in spiders.items():
+            stats = Stats()
+            run.stats.append(stats)
+            frontier = run.checkpoint.frontier(spider.name)
+            output = cleanup.enter_context(
+                contextlib.closing(OutputFile(config.output_path(spider.name), frontier, make_format(config.output, spider)))
+            )
+            crawl = Crawl(spider, frontier, output, stats, limits=limits_of(config.spiders[index]))
+            crawls.append(crawl)
+            if run.processes > 1:
+                # The coordinator keeps the login (and its cookie file); worker processes fetch and parse.
+                auth = build_spider_auth(config, index, spider, stats, run.environ, session_factory(config, run.pools, stats))
+            else:
+                work = works[spider.name] = spider_work(
+                    config, index, spider, stats, run.stop, run.environ, run.pools, scheduler, seen=crawl.seen
+                )
+                cleanup.callback(work.close)
+                auth = work.auth
+            auths.append(auth)
+            # Sites rotate session cookies: keep the latest (the callback runs at the end).
+            cleanup.callback(_save_login, auth)
+            if frontier.resume.counts.done or frontier.resume.counts.queued:
+                if crawl.is_finished():
+                    run.reporter.already_finished(spider.name, frontier.counts())
+                else:
+                    run.reporter.resuming(spider.name, frontier.resume)
+        workers = _workers(run, spiders, crawls, auths, scheduler, works)
+        engine = Engine(
+            crawls,
             workers,
-            output,
-            stats,
             scheduler=scheduler,
             concurrency=config.crawl.workers,
             shutdown_grace=config.crawl.shutdown_grace,
             stop=run.stop,
-            limits=limits_of(entry),
-            seen=seen,
             lease_time=config.checkpoint.lease_time,
         )
-        if frontier.resume.counts.done or frontier.resume.counts.queued:
-            if crawl.is_finished():
-                run.reporter.already_finished(spider.name, frontier.counts())
-            else:
-                run.reporter.resuming(spider.name, frontier.resume)
-        with run.reporter.crawling(crawl, stats):
-            return crawl.run()
-    finally:
-        output.close()
-        if auth.auth.login is not None and auth.auth.login.generation:
-            auth.save_cookies()  # sites rotate session cookies; keep the latest
-        run.sessions_opened += workers.sessions
-        if work is not None:
-            work.close()
+        try:
+            with run.reporter.crawling(crawls):
+                return engine.run()
+        finally:
+            run.sessions_opened += workers.sessions
+
+
+def _workers(
+    run: _Run,
+    spiders: Mapping[int, Spider],
+    crawls: list[Crawl],
+    auths: list[SpiderAuth],
+    scheduler: HostScheduler,
+    works: Mapping[str, SpiderWork],
+) -> Workers:
+    config = run.config
+    if run.processes == 1:
+        sessions = [work.sessions for work in works.values()]
+        return ThreadWorkers(
+            {name: work.processor for name, work in works.items()}, config.crawl.workers, run.stop,
+            sessions=lambda: sum(len(registry) for registry in sessions),
+        )
+    threads = -(-config.crawl.workers // run.processes)
+    spec = ChildSpec(
+        config, tuple(spiders), dict(run.environ), threads, _pool_sizing(config, threads),
+        logging.getLogger("crawler").getEffectiveLevel(),
+    )
+    return ProcessWorkers(
+        child_main, (spec,), run.processes, threads, scheduler=scheduler,
+        stats={crawl.name: crawl.stats for crawl in crawls}, stop=run.stop,
+        logins={
+            crawl.name: auth.auth.login
+            for crawl, auth in zip(crawls, auths, strict=True)
+            if isinstance(auth.auth.login, LoginCoordinator)
+        },
+        seen={crawl.name: crawl.seen for crawl in crawls},
+    )
+
+
+def _save_login(auth: SpiderAuth) -> None:
+    if auth.auth.login is not None and auth.auth.login.generation:
+        auth.save_cookies()

@@ -1,5 +1,5 @@
-"""What a worker process runs (see ``crawler.workers.processes``): the spider's processing, made
-from the same config as the coordinator's, with the coordinator's login and host scheduler."""
+"""What a worker process runs (see ``crawler.workers.processes``): the spiders' processing, made
+from the same config as the coordinator's, with the coordinator's logins and host scheduler."""
 
 from __future__ import annotations
 
@@ -14,18 +14,17 @@ from ..loader import load_spiders
 from ..stats import Stats
 from ..stopping import StopSignal
 from ..workers.processes import RemoteHosts, RemoteLogin, prepare_child, serve_coordinator
-from .wiring import spider_work
+from .wiring import SpiderWork, spider_work
 
 
 @dataclass(frozen=True)
 class ChildSpec:
     """What a worker process is started with (pickled to it): the config as the coordinator
-    runs it (the practice site's URL filled in), which spider, where credentials come from, and
-    how many threads it runs."""
+    runs it (the practice site's URL filled in), which spiders (by their index in the config),
+    where credentials come from, and how many threads it runs."""
 
     config: Config
-    index: int
-    spider: str
+    spiders: tuple[int, ...]
     environ: Mapping[str, str]
     threads: int
     pools: PoolSizing
@@ -34,13 +33,17 @@ class ChildSpec:
 
 def child_main(connection: Connection, spec: ChildSpec) -> None:
     link = prepare_child(connection, spec.log_level)
-    stats, stop = Stats(), StopSignal()
+    stop = StopSignal()
+    hosts = RemoteHosts(link)
+    works: dict[str, SpiderWork] = {}
     try:
-        spider = load_spiders(spec.config, spec.spider)[spec.index]
-        work = spider_work(
-            spec.config, spec.index, spider, stats, stop, spec.environ, spec.pools, RemoteHosts(link),
-            login_via=lambda login, jar: RemoteLogin(login, jar, link, stats),
-        )
+        spiders = load_spiders(spec.config)
+        for index in spec.spiders:
+            spider, stats = spiders[index], Stats()
+            works[spider.name] = spider_work(
+                spec.config, index, spider, stats, stop, spec.environ, spec.pools, hosts,
+                login_via=lambda login, jar, name=spider.name, stats=stats: RemoteLogin(name, login, jar, link, stats),
+            )
     except CrawlerError as error:
         link.send(("failed", error))
         return
@@ -48,6 +51,10 @@ def child_main(connection: Connection, spec: ChildSpec) -> None:
         link.send(("failed", CrawlerError(f"a worker process could not start: {type(error).__name__}: {error}")))
         return
     try:
-        serve_coordinator(link, work.processor, spec.threads, stats, stop, lambda: len(work.sessions))
+        serve_coordinator(
+            link, {name: work.processor for name, work in works.items()}, spec.threads, stop,
+            lambda: sum(len(work.sessions) for work in works.values()),
+        )
     finally:
-        work.close()
+        for work in works.values():
+            work.close()

@@ -23,11 +23,15 @@ import logging
 import multiprocessing
 import os
 import queue
+import shlex
 import signal
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
+from multiprocessing import spawn
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from ..auth.cookies import CrawlCookieJar
@@ -74,7 +78,8 @@ def _from_wire(lease: Lease, wire: Sequence[Any], seen: SeenFilter) -> Completio
 
 class ProcessWorkers:
     """``processes`` worker processes, each running ``target(connection, *args)`` (which builds
-    its LeaseProcessor and calls ``serve_coordinator``)."""
+    a LeaseProcessor for every spider and calls ``serve_coordinator``). ``stats`` and ``logins``
+    are each spider's, by name."""
 
     def __init__(
         self,
@@ -84,10 +89,10 @@ class ProcessWorkers:
         threads: int,
         *,
         scheduler: HostScheduler,
-        stats: Stats,
+        stats: Mapping[str, Stats],
         stop: StopSignal,
-        login: LoginCoordinator | None,
-        seen: SeenFilter,
+        logins: Mapping[str, LoginCoordinator],
+        seen: Mapping[str, SeenFilter],
     ) -> None:
         self.target = target
         self.args = args
@@ -96,10 +101,11 @@ class ProcessWorkers:
         self.scheduler = scheduler
         self.stats = stats
         self.stop_signal = stop
-        self.login = login
+        self.logins = logins
         self.seen = seen
         self._children: list[_Coordinator] = []
         self._stopping = threading.Event()
+        self._launcher: _Launcher | None = None
 
     @property
     def sessions(self) -> int:
@@ -109,26 +115,19 @@ class ProcessWorkers:
         # spawn, not fork: the coordinator runs threads (the practice site's, say), and a fork
         # would copy their locks in whatever state they were.
         context = multiprocessing.get_context("spawn")
+        self._launcher = _Launcher()
         for number in range(self.processes):
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=self.target, args=(theirs, *self.args), name=f"crawler-worker-process-{number}", daemon=True
             )
-            # Ctrl-C reaches every process of the terminal's group, and a service manager's SIGTERM
-            # every process of the service: stopping is the coordinator's to handle. The new
-            # process starts with both blocked (a mask survives exec), and ignores them before
-            # unblocking them (``prepare_child``), so even one that lands while the interpreter
-            # starts cannot interrupt it.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _COORDINATORS_SIGNALS)
-            try:
-                process.start()
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            self._launcher.start(process)
             theirs.close()
             child = _Coordinator(self, number, process, ours, take, report)
             self._children.append(child)
             child.start()
-            self.stats.inc("worker_processes")
+        for stats in self.stats.values():
+            stats.inc("worker_processes", self.processes)
         threading.Thread(target=self._pass_on_stop, name="crawler-stop-watch", daemon=True).start()
 
     def _pass_on_stop(self) -> None:
@@ -144,17 +143,19 @@ class ProcessWorkers:
             child.stop()
         for child in self._children:
             child.join(wait=wait)
+        if self._launcher is not None:
+            self._launcher.close()
 
     def child_lost(self) -> None:
         children = self._children
         if not self._stopping.is_set() and all(child.dead for child in children) and any(child.lost for child in children):
             self.stop_signal.fail(CrawlerError("every worker process died; the checkpoint keeps their work"))
 
-    def serve_login(self, seen: int) -> tuple[int, list[Any]]:
-        """A worker process needs the login its request was not sent under (0: any login)."""
-        login = self.login
+    def serve_login(self, spider: str, seen: int) -> tuple[int, list[Any]]:
+        """A worker process needs ``spider``'s login, newer than generation ``seen`` (0: any)."""
+        login = self.logins.get(spider)
         if login is None:
-            raise CrawlerError("a worker process asked for a login the crawl does not have")
+            raise CrawlerError(f"a worker process asked for a login {spider} does not have")
         try:
             if seen:
                 login.log_in_unless_moved_on(seen)
@@ -164,6 +165,37 @@ class ProcessWorkers:
             self.stop_signal.fail(error)
             raise
         return login.generation, list(login.cookies)
+
+
+class _Launcher:
+    """Starts worker processes that ignore SIGINT and SIGTERM from their first instruction on.
+
+    Ctrl-C reaches every process of the terminal's group, and a service manager's SIGTERM every
+    process of the service: stopping is the coordinator's to handle. A Python handler is reset
+    by exec and a blocked mask too (multiprocessing's spawn unblocks every signal), but an
+    ignored signal stays ignored, and Python leaves it so. So the interpreter is started through
+    a two-line shell script that ignores them first; the coordinator itself never does, even
+    for a moment, so its own Ctrl-C is never lost. The script stays until the processes stop:
+    the shell reads it after its exec.
+    """
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="crawler-worker-")
+        self.python = os.fsdecode(spawn.get_executable())
+        self.script = Path(self._folder.name) / "python"
+        self.script.write_text(f"#!/bin/sh\ntrap '' INT TERM\nexec {shlex.quote(self.python)} \"$@\"\n")
+        self.script.chmod(0o700)
+
+    def start(self, process: Any) -> None:
+        previous = spawn.get_executable()
+        spawn.set_executable(str(self.script))
+        try:
+            process.start()
+        finally:
+            spawn.set_executable(previous)
+
+    def close(self) -> None:
+        self._folder.cleanup()
 
 
 class _Coordinator:
@@ -184,7 +216,7 @@ class _Coordinator:
         self.lost = False  # it died without being told to stop
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._sent: dict[int, Lease] = {}  # leases with the process, by entry
+        self._sent: dict[tuple[int, int], Lease] = {}  # leases with the process, by key
         self._slots = threading.Semaphore(pool.threads + _PREFETCH)
         self._stop_sent = False
         self._threads = [
@@ -219,6 +251,7 @@ class _Coordinator:
             self.process.join()
         self._threads[1].join()
         self.connection.close()
+        self.process.close()  # its sentinel descriptor, now rather than when it is collected
 
     def _dispatch(self) -> None:
         while True:
@@ -234,7 +267,7 @@ class _Coordinator:
                     lost = True
                 else:
                     lost = False
-                    self._sent[lease.entry] = lease
+                    self._sent[lease.key] = lease
             if lost:
                 self.report(lease, Outcome(None))
                 return
@@ -249,7 +282,8 @@ class _Coordinator:
             kind = message[0]
             if kind == "done":
                 self._completed(message[1])
-                self.pool.stats.merge(message[2])
+                for spider, changes in message[2].items():
+                    self.pool.stats[spider].merge(changes)
             elif kind == "pause":
                 self.pool.scheduler.pause(message[1], message[2])
             elif kind == "crawl_delay":
@@ -265,12 +299,12 @@ class _Coordinator:
                 self.pool.stop_signal.fail(message[1])
         self._lost()
 
-    def _completed(self, results: Iterable[tuple[int, Any, float | None, bool]]) -> None:
-        for entry, wire, latency, ok in results:
+    def _completed(self, results: Iterable[tuple[tuple[int, int], Any, float | None, bool]]) -> None:
+        for key, wire, latency, ok in results:
             with self._lock:
-                lease = self._sent.pop(entry)
+                lease = self._sent.pop(key)
             self._slots.release()
-            completion = None if wire is None else _from_wire(lease, wire, self.pool.seen)
+            completion = None if wire is None else _from_wire(lease, wire, self.pool.seen[lease.spider])
             self.report(lease, Outcome(completion, latency, ok))
 
     def _serve(self, call: int, name: str, args: tuple[Any, ...]) -> None:
@@ -291,7 +325,8 @@ class _Coordinator:
         self.process.join(_EXIT_GRACE)
         self.lost = not self._stop_sent
         if self.lost:
-            self.pool.stats.inc("worker_processes_lost")
+            for stats in self.pool.stats.values():
+                stats.inc("worker_processes_lost")
             logger.warning(
                 "worker process %d (pid %s) ended with exit code %s; its %d requests go back to the queue",
                 self.number, self.process.pid, self.process.exitcode, len(orphans),
@@ -362,7 +397,8 @@ class RemoteLogin:
     generation for all processes, and this process's jar adopts the cookies under the same
     generation number."""
 
-    def __init__(self, login: Login, cookies: CrawlCookieJar, link: ChildLink, stats: Stats) -> None:
+    def __init__(self, spider: str, login: Login, cookies: CrawlCookieJar, link: ChildLink, stats: Stats) -> None:
+        self.spider = spider
         self.login = login
         self.cookies = cookies
         self.link = link
@@ -388,7 +424,7 @@ class RemoteLogin:
         with self._lock:  # one call at a time from this process; its other threads then replay
             if self.cookies.generation != seen:
                 return
-            generation, cookies = self.link.call("login", seen)
+            generation, cookies = self.link.call("login", self.spider, seen)
             if generation > self.cookies.generation:
                 self.cookies.adopt_login(cookies, generation)
 
@@ -413,9 +449,8 @@ class _LogToCoordinator(logging.Handler):
 def prepare_child(connection: Connection, log_level: int) -> ChildLink:
     """The first thing a worker process does: Ctrl-C and SIGTERM are for the coordinator, which
     tells its worker processes when to stop, and log records go to it."""
-    for number in _COORDINATORS_SIGNALS:
+    for number in _COORDINATORS_SIGNALS:  # already ignored from the start (see _Launcher)
         signal.signal(number, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _COORDINATORS_SIGNALS)
     link = ChildLink(connection)
     root = logging.getLogger()
     root.handlers[:] = [_LogToCoordinator(link)]
@@ -424,13 +459,14 @@ def prepare_child(connection: Connection, log_level: int) -> ChildLink:
 
 
 def serve_coordinator(
-    link: ChildLink, processor: LeaseProcessor, threads: int, stats: Stats, stop: StopSignal,
+    link: ChildLink, processors: Mapping[str, LeaseProcessor], threads: int, stop: StopSignal,
     sessions: Callable[[], int],
 ) -> None:
     """Work on the leases the coordinator sends until it says stop (or is gone)."""
     inbox: queue.SimpleQueue[Lease | None] = queue.SimpleQueue()
     outbox: queue.SimpleQueue[tuple[Lease, Outcome] | None] = queue.SimpleQueue()
-    workers = ThreadWorkers(processor, threads, stats, stop)
+    workers = ThreadWorkers(processors, threads, stop)
+    stats = {name: processor.stats for name, processor in processors.items()}
     workers.start(inbox.get, lambda lease, outcome: outbox.put((lease, outcome)))
     sender = threading.Thread(target=_send_results, args=(link, outbox, stats), name="crawler-results", daemon=True)
     sender.start()
@@ -470,8 +506,10 @@ def _answer_replies(link: ChildLink) -> None:
             link.answered(*message[1:])
 
 
-def _send_results(link: ChildLink, outbox: queue.SimpleQueue[tuple[Lease, Outcome] | None], stats: Stats) -> None:
-    reported: dict[str, int] = {}
+def _send_results(
+    link: ChildLink, outbox: queue.SimpleQueue[tuple[Lease, Outcome] | None], stats: Mapping[str, Stats]
+) -> None:
+    reported: dict[str, dict[str, int]] = {name: {} for name in stats}
     finished = False
     while not finished:
         first = outbox.get()
@@ -486,9 +524,13 @@ def _send_results(link: ChildLink, outbox: queue.SimpleQueue[tuple[Lease, Outcom
                 finished = True
             else:
                 batch.append(item)
-        changes, reported = stats.changes_since(reported)
+        changes = {}
+        for name, spider_stats in stats.items():
+            delta, reported[name] = spider_stats.changes_since(reported[name])
+            if delta:
+                changes[name] = delta
         results = [
-            (lease.entry, None if outcome.completion is None else _to_wire(outcome.completion), outcome.latency, outcome.ok)
+            (lease.key, None if outcome.completion is None else _to_wire(outcome.completion), outcome.latency, outcome.ok)
             for lease, outcome in batch
         ]
         if results or changes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..frontier.base import Completion, Lease
 from ..processing import LeaseProcessor, Outcome
@@ -16,13 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 class ThreadWorkers:
+    """``count`` threads working on the leases of every spider in ``processors`` (by name)."""
+
     def __init__(
-        self, processor: LeaseProcessor, count: int, stats: Stats, stop: StopSignal,
+        self, processors: Mapping[str, LeaseProcessor], count: int, stop: StopSignal,
         *, sessions: Callable[[], int] = lambda: 0,
     ) -> None:
-        self.processor = processor
+        self.processors = processors
         self.count = count
-        self.stats = stats
         self.stop_signal = stop
         self._sessions = sessions
         self._threads: list[threading.Thread] = []
@@ -52,10 +53,11 @@ class ThreadWorkers:
             if self.stop_signal.graceful.is_set():
                 report(lease, Outcome(None))
                 continue
+            processor = self.processors[lease.spider]
             try:
-                outcome = self.processor.process(lease)
+                outcome = processor.process(lease)
             except BaseException as error:  # noqa: BLE001 - a worker that dies would hold its lease forever
-                outcome = Outcome(internal_error(lease, error, self.stats, self._first_internal_error()))
+                outcome = Outcome(internal_error(lease, error, processor.stats, self._first_internal_error()))
             report(lease, outcome)
 
 
