@@ -293,3 +293,41 @@ def test_an_interrupted_fresh_run_has_forgotten_every_spider(write_config, tmp_p
         # page was fetched again once, over the two runs, and its output holds it once.
         assert site.counters.hits("/links/target/1") == 1
         assert len(config.output_path("probe").read_text().splitlines()) == 1
+
+
+def test_spiders_of_one_config_crawl_at_once_within_the_hosts_limits(write_config) -> None:
+    """Two spiders on one site: they run side by side, and together keep to its concurrency."""
+    with PracticeSite(products=60, per_page=20, latency=0.02) as site:
+        targets = [f"{site.url}/links/target/{number}" for number in range(1, 41)]
+        config = write_config(
+            f"""
+            [[spiders]]
+            spider = "products"
+            args = {{ start_url = "{site.url}/" }}
+            [[spiders]]
+            spider = "probe"
+            args = {{ urls = {json.dumps(targets)} }}
+            [crawl]
+            workers = 8
+            [politeness]
+            concurrency = 3
+            [checkpoint]
+            path = "checkpoint.db"
+            """,
+            spiders={"products": PRODUCTS_SPIDER, "probe": PROBE_SPIDER},
+        )
+        report = run_crawl(config)
+        most_at_once = site.counters.max_concurrent
+        products, probes = site.counters.arrivals("/product/"), site.counters.arrivals("/links/target/")
+
+    assert [result.spider for result in report.results] == ["products", "probe"]
+    assert all(result.finished for result in report.results)
+    assert sorted(item["id"] for item in output_items(config)) == list(range(1, 61))
+    assert len(output_items(config, "probe")) == 40
+    assert most_at_once == 3
+    # Side by side, not one after the other: the second spider's first request came before the
+    # first spider's last.
+    assert len(products) == 60 and len(probes) == 40
+    assert min(probes) < max(products)
+    # Each spider's per-host table counts its own requests only.
+    assert [sum(row["requests"] for row in result.hosts.values()) for result in report.results] == [64, 40]

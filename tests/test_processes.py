@@ -76,10 +76,13 @@ def test_two_processes_fetch_every_page_once_and_write_every_item_once(processes
         config = processes_config(site, processes=2, workers=8)
         report = run_crawl(config)
         hits = {path: site.counters.hits(path) for path in product_paths(site, 120)}
+        robots = site.counters.hits("/robots.txt")
 
     assert_whole_crawl(report, config, 120)
     assert report.stats["worker_processes"] == 2
     assert set(hits.values()) == {1}, {path: count for path, count in hits.items() if count != 1}
+    # robots.txt once for the crawl (the coordinator fetches it for both processes), not once each.
+    assert robots == report.stats["robots:fetched"] == 1
     # Each worker process ran its share of the 8 workers, each thread with its own session.
     assert report.sessions == 8
     assert report.stats["pages"] == report.whole_crawl.done

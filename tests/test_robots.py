@@ -19,6 +19,7 @@ from crawler.politeness.robots import (
     RobotsDecision,
     RobotsFetch,
     RobotsVerdict,
+    SharedRobotsFetch,
     product_token,
 )
 from crawler.practice import PracticeSite
@@ -330,3 +331,33 @@ def test_origin_is_scheme_host_and_port_not_spelling(site, cache) -> None:
     assert robots_hits(site) == 1
     with pytest.raises(ValueError):
         robots.check("mailto:someone@example.com")
+
+
+# -- one fetch for many caches (a crawl's worker processes) -----------------------------------------
+
+
+def test_a_shared_fetch_reads_each_file_once_for_every_cache(site, fetch, stats) -> None:
+    site.robots.body = "User-agent: *\nDisallow: /private\n"
+    shared = SharedRobotsFetch(fetch)
+    caches = [RobotsCache(lambda url: shared.fetch(url, stats), USER_AGENT, stats, counts_fetches=False) for _ in range(4)]
+    verdicts: list[RobotsDecision] = []
+    threads = [
+        threading.Thread(target=lambda cache=cache: verdicts.append(cache.check(f"{site.url}/private/x").decision))
+        for cache in caches
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert verdicts == [RobotsDecision.DISALLOW] * 4
+    assert robots_hits(site) == stats.get("robots:fetched") == 1
+
+
+def test_a_shared_fetch_asks_again_for_a_file_that_was_unavailable(site, fetch, stats) -> None:
+    site.robots.status = 503
+    shared = SharedRobotsFetch(fetch)
+    assert shared.fetch(f"{site.url}/robots.txt", stats)[0] == 503
+    site.robots.status, site.robots.body = None, "User-agent: *\nDisallow: /\n"
+    assert shared.fetch(f"{site.url}/robots.txt", stats)[0] == 200
+    assert shared.fetch(f"{site.url}/robots.txt", stats)[0] == 200  # kept now
+    assert robots_hits(site) == stats.get("robots:fetched") == 2

@@ -35,7 +35,8 @@ us, and a group named with a version (``User-agent: crawler/1.0``) does not.
 Fetches are single-flight per origin: the first thread to ask about an origin fetches its file
 while later askers about that origin wait for the result; askers about other origins go on,
 since no lock common to all origins is held while fetching. Counters on ``stats``:
-``robots:fetched`` per fetch made, ``robots:unavailable`` per fetch that ended UNAVAILABLE,
+``robots:fetched`` per fetch made (where a ``SharedRobotsFetch`` fetches for several caches, it
+counts them instead), ``robots:unavailable`` per fetch that ended UNAVAILABLE,
 ``robots:crawl_delay_capped`` per file whose Crawl-delay was over the cap. Logging stays at
 DEBUG/INFO on the normal path; an origin whose file is unavailable or unfetchable is warned
 about once.
@@ -161,11 +162,12 @@ class RobotsCache:
     ``recheck_unavailable``: seconds after which an UNAVAILABLE file is fetched again.
     ``max_crawl_delay``: the most seconds of Crawl-delay honoured; a site asking for more gets this.
     ``clock``: monotonic seconds, injectable so tests need not sleep.
+    ``counts_fetches``: False where ``fetch`` is a ``SharedRobotsFetch``'s, which counts them.
     """
 
     def __init__(self, fetch: RobotsFetch, user_agent: str, stats: Stats, *,
                  recheck_unavailable: float = 60.0, max_crawl_delay: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, counts_fetches: bool = True) -> None:
         if recheck_unavailable < 0 or max_crawl_delay < 0:
             raise ValueError("recheck_unavailable and max_crawl_delay must be >= 0")
         self._fetch_robots = fetch
@@ -174,6 +176,7 @@ class RobotsCache:
         self._recheck_unavailable = recheck_unavailable
         self._max_crawl_delay = max_crawl_delay
         self._clock = clock
+        self._counts_fetches = counts_fetches
         self._entries: dict[_Origin, _Entry] = {}
         self._entries_lock = threading.Lock()  # held only to find or add an entry, never to fetch
 
@@ -201,7 +204,8 @@ class RobotsCache:
             return entry
 
     def _fetch(self, robots_url: str, entry: _Entry) -> _Rules:
-        self._stats.inc("robots:fetched")
+        if self._counts_fetches:
+            self._stats.inc("robots:fetched")
         try:
             status, body = self._fetch_robots(robots_url)
         except (TransportError, TLSError) as error:
@@ -242,3 +246,53 @@ class RobotsCache:
         level = logging.DEBUG if entry.warned else logging.WARNING
         entry.warned = True
         logger.log(level, message, *args)
+
+
+class SharedRobotsFetch:
+    """One fetch of each robots.txt for many ``RobotsCache``s (a crawl's worker processes'):
+    askers at the same time share one fetch, and an answer is kept for later askers while it
+    is one a cache keeps (a 5xx or 429 is asked again at the recheck, so it is not kept). A fetch
+    is counted in the ``stats`` of whoever asked for it first."""
+
+    def __init__(self, fetch: RobotsFetch) -> None:
+        self._fetch = fetch
+        self._answers: dict[str, tuple[int, bytes]] = {}
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, url: str, stats: Stats) -> tuple[int, bytes]:
+        with self._lock:
+            if (answer := self._answers.get(url)) is not None:
+                return answer
+            flight = self._flights.get(url)
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[url] = _Flight()
+        if not leading:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.answer is not None
+            return flight.answer
+        try:
+            stats.inc("robots:fetched")
+            flight.answer = answer = self._fetch(url)
+        except Exception as error:
+            flight.error = error
+            raise
+        finally:
+            with self._lock:
+                del self._flights[url]
+                if flight.answer is not None and flight.answer[0] < 500 and flight.answer[0] != 429:
+                    self._answers[url] = flight.answer
+            flight.done.set()
+        return answer
+
+
+class _Flight:
+    __slots__ = ("answer", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: tuple[int, bytes] | None = None
+        self.error: Exception | None = None

@@ -38,7 +38,7 @@ from ..workers.processes import ProcessWorkers
 from ..workers.threads import ThreadWorkers
 from .auth import SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
-from .wiring import SpiderWork, session_factory, spider_work
+from .wiring import SpiderWork, session_factory, shared_robots, spider_work
 
 if TYPE_CHECKING:
     from ..practice import PracticeSite
@@ -395,7 +395,7 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
                     run.reporter.already_finished(spider.name, frontier.counts())
                 else:
                     run.reporter.resuming(spider.name, frontier.resume)
-        workers = _workers(run, spiders, crawls, auths, scheduler, works)
+        workers = _workers(run, spiders, crawls, auths, scheduler, works, cleanup)
         engine = Engine(
             crawls,
             workers,
@@ -419,6 +419,7 @@ def _workers(
     auths: list[SpiderAuth],
     scheduler: HostScheduler,
     works: Mapping[str, SpiderWork],
+    cleanup: contextlib.ExitStack,
 ) -> Workers:
     config = run.config
     if run.processes == 1:
@@ -428,6 +429,13 @@ def _workers(
             sessions=lambda: sum(len(registry) for registry in sessions),
         )
     threads = -(-config.crawl.workers // run.processes)
+    robots = None
+    if config.robots.obey:
+        # Fetched once for the whole crawl, not once per worker process.
+        stats = Stats()
+        run.stats.append(stats)
+        robots, sessions = shared_robots(config, run.pools, stats)
+        cleanup.callback(sessions.close_all)
     spec = ChildSpec(
         config, tuple(spiders), dict(run.environ), threads, _pool_sizing(config, threads),
         logging.getLogger("crawler").getEffectiveLevel(),
@@ -441,6 +449,7 @@ def _workers(
             if isinstance(auth.auth.login, LoginCoordinator)
         },
         seen={crawl.name: crawl.seen for crawl in crawls},
+        robots=robots,
     )
 
 

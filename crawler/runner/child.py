@@ -13,7 +13,7 @@ from ..http.sessions import PoolSizing
 from ..loader import load_spiders
 from ..stats import Stats
 from ..stopping import StopSignal
-from ..workers.processes import RemoteHosts, RemoteLogin, prepare_child, serve_coordinator
+from ..workers.processes import RemoteHosts, RemoteLogin, prepare_child, remote_robots, serve_coordinator
 from .wiring import SpiderWork, spider_work
 
 
@@ -43,6 +43,7 @@ def child_main(connection: Connection, spec: ChildSpec) -> None:
             works[spider.name] = spider_work(
                 spec.config, index, spider, stats, stop, spec.environ, spec.pools, hosts,
                 login_via=lambda login, jar, name=spider.name, stats=stats: RemoteLogin(name, login, jar, link, stats),
+                robots_via=remote_robots(link, spider.name),
             )
     except CrawlerError as error:
         link.send(("failed", error))

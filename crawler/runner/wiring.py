@@ -14,7 +14,7 @@ from ..auth.cookies import CrawlCookieJar
 from ..config import Config
 from ..http.fetcher import Fetcher, Timeouts
 from ..http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
-from ..politeness.robots import RobotsCache
+from ..politeness.robots import RobotsCache, RobotsFetch, SharedRobotsFetch
 from ..processing import HostControl, LeaseProcessor
 from ..retry import RetryPolicy
 from ..rules import CrawlRules
@@ -47,7 +47,10 @@ def spider_work(
     *,
     seen: SeenFilter | None = None,
     login_via: LoginVia | None = None,
+    robots_via: RobotsFetch | None = None,
 ) -> SpiderWork:
+    """``login_via`` and ``robots_via`` make the login and the robots.txt fetches another's (a
+    worker process's are its coordinator's, for the whole crawl)."""
     new_session = session_factory(config, pools, stats)
     auth = build_spider_auth(config, index, spider, stats, environ, new_session, login_via=login_via)
     sessions = SessionRegistry(lambda: new_session(auth.cookies))
@@ -75,7 +78,7 @@ def spider_work(
             entry.deny,
             entry.max_depth,
         ),
-        robots=_robots(config, fetcher, stats),
+        robots=_robots(config, robots_via or fetcher.fetch_robots, stats, counted=robots_via is None),
         seen=seen,
     )
     return SpiderWork(processor, sessions, auth)
@@ -93,16 +96,34 @@ def retry_policy(config: Config) -> RetryPolicy:
     )
 
 
-def _robots(config: Config, fetcher: Fetcher, stats: Stats) -> RobotsCache | None:
+def _robots(config: Config, fetch: RobotsFetch, stats: Stats, *, counted: bool) -> RobotsCache | None:
     if not config.robots.obey:
         return None
     return RobotsCache(
-        fetcher.fetch_robots,
+        fetch,
         config.http.user_agent,
         stats,
         recheck_unavailable=config.robots.recheck_unavailable,
         max_crawl_delay=config.robots.max_crawl_delay,
+        counts_fetches=counted,
     )
+
+
+def shared_robots(config: Config, pools: PoolSizing, stats: Stats) -> tuple[SharedRobotsFetch, SessionRegistry]:
+    """The crawl's one fetch of each robots.txt, for its worker processes; and its sessions, to
+    close at the end. robots.txt is public: no login, no tokens."""
+    new_session = session_factory(config, pools, stats)
+    sessions = SessionRegistry(lambda: new_session(CrawlCookieJar()))
+    timeout = config.http.timeout
+    fetcher = Fetcher(
+        sessions,
+        timeouts=Timeouts(timeout.connect, timeout.read, timeout.total),
+        max_body_size=config.http.max_body_size,
+        max_redirects=config.http.max_redirects,
+        error_statuses=config.retry.statuses,
+        stats=stats,
+    )
+    return SharedRobotsFetch(fetcher.fetch_robots), sessions
 
 
 def session_factory(config: Config, pools: PoolSizing, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:

@@ -28,6 +28,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from multiprocessing import spawn
 from multiprocessing.connection import Connection
@@ -39,6 +40,7 @@ from ..auth.login import Login, LoginCoordinator
 from ..exceptions import CrawlerError, LoginFailed
 from ..frontier.base import Completion, Lease
 from ..politeness.hosts import HostScheduler
+from ..politeness.robots import RobotsFetch, SharedRobotsFetch
 from ..processing import LeaseProcessor, Outcome
 from ..response import Response
 from ..seen import SeenFilter
@@ -93,6 +95,7 @@ class ProcessWorkers:
         stop: StopSignal,
         logins: Mapping[str, LoginCoordinator],
         seen: Mapping[str, SeenFilter],
+        robots: SharedRobotsFetch | None = None,
     ) -> None:
         self.target = target
         self.args = args
@@ -103,6 +106,10 @@ class ProcessWorkers:
         self.stop_signal = stop
         self.logins = logins
         self.seen = seen
+        self.robots = robots
+        # Calls from worker processes (a login, a robots.txt) are served here: few, but one may
+        # take as long as a login, and must not hold up the results coming in.
+        self.calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawler-serve")
         self._children: list[_Coordinator] = []
         self._stopping = threading.Event()
         self._launcher: _Launcher | None = None
@@ -143,6 +150,7 @@ class ProcessWorkers:
             child.stop()
         for child in self._children:
             child.join(wait=wait)
+        self.calls.shutdown(wait=False, cancel_futures=True)
         if self._launcher is not None:
             self._launcher.close()
 
@@ -289,7 +297,7 @@ class _Coordinator:
             elif kind == "crawl_delay":
                 self.pool.scheduler.set_crawl_delay(message[1], message[2])
             elif kind == "call":
-                threading.Thread(target=self._serve, args=message[1:], daemon=True).start()
+                self.pool.calls.submit(self._serve, *message[1:])
             elif kind == "log":
                 _, name, level, text = message
                 logging.getLogger(name).log(level, "%s", text)
@@ -309,11 +317,19 @@ class _Coordinator:
 
     def _serve(self, call: int, name: str, args: tuple[Any, ...]) -> None:
         try:
-            if name != "login":
+            if name == "login":
+                value = self.pool.serve_login(*args)
+            elif name == "robots" and self.pool.robots is not None:
+                spider, url = args
+                value = self.pool.robots.fetch(url, self.pool.stats[spider])
+            else:
                 raise CrawlerError(f"a worker process asked for {name!r}, which the coordinator does not serve")
-            value, error = self.pool.serve_login(*args), None
+            error = None
         except CrawlerError as failure:
             value, error = None, failure
+        except Exception as failure:  # noqa: BLE001 - the worker process waits for an answer
+            logger.error("internal error (a bug in crawler) serving a worker process's %s", name, exc_info=True)
+            value, error = None, CrawlerError(f"the coordinator could not serve {name}: {failure!r}")
         self._send(("reply", call, value, error))
 
     def _lost(self) -> None:
@@ -427,6 +443,16 @@ class RemoteLogin:
             generation, cookies = self.link.call("login", self.spider, seen)
             if generation > self.cookies.generation:
                 self.cookies.adopt_login(cookies, generation)
+
+
+def remote_robots(link: ChildLink, spider: str) -> RobotsFetch:
+    """A worker process's robots.txt fetch: the coordinator's, one for the whole crawl."""
+
+    def fetch(url: str) -> tuple[int, bytes]:
+        status, body = link.call("robots", spider, url)
+        return status, body
+
+    return fetch
 
 
 class _LogToCoordinator(logging.Handler):
