@@ -87,6 +87,15 @@ def wait_for_expiry() -> None:
     time.sleep(EXPIRY_WAIT)
 
 
+def reclaimed_lease(frontier: Frontier, path: str) -> Lease:
+    """A lease of ``path`` that expired and was reclaimed: its holder no longer holds it."""
+    frontier.add(entries(path))
+    (lease,) = lease_from(frontier, 1)
+    wait_for_expiry()
+    assert frontier.reclaim_expired() == 1
+    return lease
+
+
 # -- add and dedupe -------------------------------------------------------------------------------
 
 
@@ -599,10 +608,7 @@ def test_a_completion_of_a_reclaimed_lease_is_refused(open_store: StoreFactory) 
 def test_only_the_new_lease_of_a_re_leased_request_commits(open_store: StoreFactory) -> None:
     with open_store(lease_time=SHORT_LEASE) as store:
         frontier = store.frontier(SPIDER)
-        frontier.add(entries("/a"))
-        (old,) = lease_from(frontier, 1)
-        wait_for_expiry()
-        assert frontier.reclaim_expired() == 1
+        old = reclaimed_lease(frontier, "/a")
         (new,) = lease_from(frontier, 1)  # the same request, leased again by the same owner
         assert new.fingerprint == old.fingerprint and new.token != old.token
 
@@ -638,10 +644,7 @@ def test_a_batch_with_the_old_and_the_new_lease_of_a_request_commits_the_new_one
 def test_releasing_a_reclaimed_lease_is_refused_and_counted(open_store: StoreFactory) -> None:
     with open_store(lease_time=SHORT_LEASE) as store:
         frontier = store.frontier(SPIDER)
-        frontier.add(entries("/a"))
-        (old,) = lease_from(frontier, 1)
-        wait_for_expiry()
-        assert frontier.reclaim_expired() == 1
+        old = reclaimed_lease(frontier, "/a")
 
         assert frontier.release([old]) == 1
         assert frontier.counts() == FrontierCounts(queued=1)  # queued once, not twice
@@ -655,10 +658,7 @@ def test_releasing_a_reclaimed_lease_is_refused_and_counted(open_store: StoreFac
 def test_renewing_a_reclaimed_lease_renews_nothing(open_store: StoreFactory) -> None:
     with open_store(lease_time=SHORT_LEASE) as store:
         frontier = store.frontier(SPIDER)
-        frontier.add(entries("/a"))
-        (old,) = lease_from(frontier, 1)
-        wait_for_expiry()
-        assert frontier.reclaim_expired() == 1
+        old = reclaimed_lease(frontier, "/a")
 
         assert frontier.renew([old]) == 0
         assert frontier.counts() == FrontierCounts(queued=1)

@@ -12,7 +12,7 @@ import requests
 
 from ..auth.cookies import CrawlCookieJar
 from ..config import Config
-from ..http.fetcher import Fetcher, Timeouts
+from ..http.fetcher import Auth, Fetcher, Timeouts
 from ..http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
 from ..politeness.robots import RobotsCache, RobotsFetch, SharedRobotsFetch
 from ..processing import HostControl, LeaseProcessor
@@ -54,16 +54,7 @@ def spider_work(
     new_session = session_factory(config, pools, stats)
     auth = build_spider_auth(config, index, spider, stats, environ, new_session, login_via=login_via)
     sessions = SessionRegistry(lambda: new_session(auth.cookies))
-    timeout = config.http.timeout
-    fetcher = Fetcher(
-        sessions,
-        timeouts=Timeouts(timeout.connect, timeout.read, timeout.total),
-        max_body_size=config.http.max_body_size,
-        max_redirects=config.http.max_redirects,
-        error_statuses=config.retry.statuses,
-        stats=stats,
-        auth=auth.auth,
-    )
+    fetcher = _fetcher(config, sessions, stats, auth.auth)
     entry = config.spiders[index]
     processor = LeaseProcessor(
         spider,
@@ -114,16 +105,20 @@ def shared_robots(config: Config, pools: PoolSizing, stats: Stats) -> tuple[Shar
     close at the end. robots.txt is public: no login, no tokens."""
     new_session = session_factory(config, pools, stats)
     sessions = SessionRegistry(lambda: new_session(CrawlCookieJar()))
+    return SharedRobotsFetch(_fetcher(config, sessions, stats, Auth()).fetch_robots), sessions
+
+
+def _fetcher(config: Config, sessions: SessionRegistry, stats: Stats, auth: Auth) -> Fetcher:
     timeout = config.http.timeout
-    fetcher = Fetcher(
+    return Fetcher(
         sessions,
         timeouts=Timeouts(timeout.connect, timeout.read, timeout.total),
         max_body_size=config.http.max_body_size,
         max_redirects=config.http.max_redirects,
         error_statuses=config.retry.statuses,
         stats=stats,
+        auth=auth,
     )
-    return SharedRobotsFetch(fetcher.fetch_robots), sessions
 
 
 def session_factory(config: Config, pools: PoolSizing, stats: Stats) -> Callable[[CrawlCookieJar], requests.Session]:
