@@ -129,6 +129,13 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
         f"connections ({report.requests_per_connection:.1f} per connection) from {report.sessions} "
         f"sessions; {stats.get('pool_discards', 0)} pool discards, {stats.get('pool_evictions', 0)} pool evictions"
     )
+    if processes := stats.get("worker_processes"):
+        lost = stats.get("worker_processes_lost", 0)
+        stale = stats.get("stale_completions", 0)
+        console.print(
+            f"Processes: {processes} worker processes fetched and parsed, {lost} lost (their requests went "
+            f"back to the queue); {stale} late results of expired leases dropped"
+        )
     if stats.get("pool_evictions"):
         console.print(
             f"Pool evictions: the crawl visited more hosts than the {report.host_pools} each worker keeps a "

@@ -429,12 +429,12 @@ def _workers(
             sessions=lambda: sum(len(registry) for registry in sessions),
         )
     threads = -(-config.crawl.workers // run.processes)
+    coordinator = Stats()  # what the coordinator itself does
+    run.stats.append(coordinator)
     robots = None
     if config.robots.obey:
         # Fetched once for the whole crawl, not once per worker process.
-        stats = Stats()
-        run.stats.append(stats)
-        robots, sessions = shared_robots(config, run.pools, stats)
+        robots, sessions = shared_robots(config, run.pools, coordinator)
         cleanup.callback(sessions.close_all)
     spec = ChildSpec(
         config, tuple(spiders), dict(run.environ), threads, _pool_sizing(config, threads),
@@ -450,6 +450,7 @@ def _workers(
         },
         seen={crawl.name: crawl.seen for crawl in crawls},
         robots=robots,
+        counts=coordinator,
     )
 
 

@@ -81,7 +81,7 @@ def _from_wire(lease: Lease, wire: Sequence[Any], seen: SeenFilter) -> Completio
 class ProcessWorkers:
     """``processes`` worker processes, each running ``target(connection, *args)`` (which builds
     a LeaseProcessor for every spider and calls ``serve_coordinator``). ``stats`` and ``logins``
-    are each spider's, by name."""
+    are each spider's, by name; ``counts`` the pool's own (processes started, lost)."""
 
     def __init__(
         self,
@@ -96,8 +96,10 @@ class ProcessWorkers:
         logins: Mapping[str, LoginCoordinator],
         seen: Mapping[str, SeenFilter],
         robots: SharedRobotsFetch | None = None,
+        counts: Stats,
     ) -> None:
         self.target = target
+        self.counts = counts
         self.args = args
         self.processes = processes
         self.threads = threads
@@ -133,8 +135,7 @@ class ProcessWorkers:
             child = _Coordinator(self, number, process, ours, take, report)
             self._children.append(child)
             child.start()
-        for stats in self.stats.values():
-            stats.inc("worker_processes", self.processes)
+        self.counts.inc("worker_processes", self.processes)
         threading.Thread(target=self._pass_on_stop, name="crawler-stop-watch", daemon=True).start()
 
     def _pass_on_stop(self) -> None:
@@ -341,8 +342,7 @@ class _Coordinator:
         self.process.join(_EXIT_GRACE)
         self.lost = not self._stop_sent
         if self.lost:
-            for stats in self.pool.stats.values():
-                stats.inc("worker_processes_lost")
+            self.pool.counts.inc("worker_processes_lost")
             logger.warning(
                 "worker process %d (pid %s) ended with exit code %s; its %d requests go back to the queue",
                 self.number, self.process.pid, self.process.exitcode, len(orphans),
