@@ -13,7 +13,7 @@ from ..http.sessions import PoolSizing
 from ..loader import load_spiders
 from ..stats import Stats
 from ..stopping import StopSignal
-from ..workers.processes import RemoteHosts, RemoteLogin, prepare_child, remote_robots, serve_coordinator
+from ..workers.child import RemoteHosts, RemoteLogin, prepare_child, remote_robots, serve_coordinator
 from .wiring import SpiderWork, spider_work
 
 
