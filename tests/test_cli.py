@@ -537,3 +537,18 @@ def test_the_practice_site_is_loaded_only_by_a_config_that_serves_it(tmp_path: P
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
+
+
+def test_run_with_two_processes_says_so_and_a_bad_count_is_one_line(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+
+    refused = crawler_cli("run", "config.toml", "--processes", "0", cwd=tmp_path)
+    assert refused.code == 2, refused
+    assert refused.err.strip() == "--processes: crawl.processes: must be greater than or equal to 1"
+
+    done = crawler_cli("run", "config.toml", "--processes", "2", cwd=tmp_path)
+    assert done.code == 0, done
+    assert "Traceback" not in done.err
+    assert sorted(item["id"] for item in output_lines(tmp_path)) == list(range(1, PRODUCTS + 1))
+    assert "Processes: 2 worker processes fetched and parsed, 0 lost" in done.out
+    assert site.counters.hits("/product/1") == 1
