@@ -482,7 +482,7 @@ LOOPS = [
     pytest.param("ctrl-c", "jsonl", 2, id="ctrl-c-2processes-jsonl"),
 ]
 # Stops per loop with worker processes: each run starts them anew, which takes longer.
-PROCESS_KILLS = 3
+PROCESS_KILLS = 2
 
 
 @pytest.mark.parametrize(("mode_name", "fmt", "processes"), LOOPS)

@@ -166,3 +166,16 @@ def test_a_crawl_whose_worker_processes_all_die_stops_and_resumes(processes_conf
         resumed = run_crawl(config)
 
     assert_whole_crawl(resumed, config, 150)
+
+
+def test_the_workers_are_shared_out_between_the_processes_and_no_more(processes_config) -> None:
+    # 7 workers in 3 processes: 3, 2 and 2 threads, each with its own session; never 3 x 3.
+    with PracticeSite(products=40, per_page=20, latency=0.01) as site:
+        config = processes_config(site, processes=3, workers=7)
+        report = run_crawl(config)
+        connections = site.counters.connections
+
+    assert_whole_crawl(report, config, 40)
+    assert report.stats["worker_processes"] == 3
+    assert report.sessions == 7
+    assert connections <= 7 + 1  # and one for robots.txt, which the coordinator fetches

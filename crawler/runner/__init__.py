@@ -428,7 +428,9 @@ def _workers(
             {name: work.processor for name, work in works.items()}, config.crawl.workers, run.stop,
             sessions=lambda: sum(len(registry) for registry in sessions),
         )
-    threads = -(-config.crawl.workers // run.processes)
+    # crawl.workers in all, shared as evenly as they go (and no process without a thread).
+    processes = min(run.processes, config.crawl.workers)
+    shares = [config.crawl.workers // processes + (number < config.crawl.workers % processes) for number in range(processes)]
     coordinator = Stats()  # what the coordinator itself does
     run.stats.append(coordinator)
     robots = None
@@ -437,11 +439,11 @@ def _workers(
         robots, sessions = shared_robots(config, run.pools, coordinator)
         cleanup.callback(sessions.close_all)
     spec = ChildSpec(
-        config, tuple(spiders), dict(run.environ), threads, _pool_sizing(config, threads),
+        config, tuple(spiders), dict(run.environ), _pool_sizing(config, max(shares)),
         logging.getLogger("crawler").getEffectiveLevel(),
     )
     return ProcessWorkers(
-        child_main, (spec,), run.processes, threads, scheduler=scheduler,
+        child_main, (spec,), shares, scheduler=scheduler,
         stats={crawl.name: crawl.stats for crawl in crawls}, stop=run.stop,
         logins={
             crawl.name: auth.auth.login

@@ -21,17 +21,16 @@ from .wiring import SpiderWork, spider_work
 class ChildSpec:
     """What a worker process is started with (pickled to it): the config as the coordinator
     runs it (the practice site's URL filled in), which spiders (by their index in the config),
-    where credentials come from, and how many threads it runs."""
+    where credentials come from, and how its threads' connection pools are sized."""
 
     config: Config
     spiders: tuple[int, ...]
     environ: Mapping[str, str]
-    threads: int
     pools: PoolSizing
     log_level: int
 
 
-def child_main(connection: Connection, spec: ChildSpec) -> None:
+def child_main(connection: Connection, threads: int, spec: ChildSpec) -> None:
     link = prepare_child(connection, spec.log_level)
     stop = StopSignal()
     hosts = RemoteHosts(link)
@@ -53,7 +52,7 @@ def child_main(connection: Connection, spec: ChildSpec) -> None:
         return
     try:
         serve_coordinator(
-            link, {name: work.processor for name, work in works.items()}, spec.threads, stop,
+            link, {name: work.processor for name, work in works.items()}, threads, stop,
             lambda: sum(len(work.sessions) for work in works.values()),
         )
     finally:

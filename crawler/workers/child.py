@@ -26,6 +26,8 @@ from ..stopping import StopSignal
 from .threads import ThreadWorkers
 from .wire import to_wire
 
+logger = logging.getLogger(__name__)
+
 # Results a worker process sends in one message, at most.
 _RESULT_BATCH = 256
 # Signals a worker process leaves to its coordinator (SIGKILL still ends it).
@@ -210,6 +212,18 @@ def _answer_replies(link: ChildLink) -> None:
 
 
 def _send_results(
+    link: ChildLink, outbox: queue.SimpleQueue[tuple[Lease, Outcome] | None], stats: Mapping[str, Stats]
+) -> None:
+    try:
+        _send_batches(link, outbox, stats)
+    except BaseException:  # noqa: BLE001 - a worker process that cannot report must not live on
+        # Working on without telling anyone would hang the crawl: end the process, so its pipe
+        # closes and the coordinator queues its requests again.
+        logger.critical("a worker process cannot send its results; it stops", exc_info=True)
+        os._exit(70)
+
+
+def _send_batches(
     link: ChildLink, outbox: queue.SimpleQueue[tuple[Lease, Outcome] | None], stats: Mapping[str, Stats]
 ) -> None:
     reported: dict[str, dict[str, int]] = {name: {} for name in stats}

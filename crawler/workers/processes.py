@@ -24,7 +24,7 @@ import os
 import shlex
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import spawn
 from multiprocessing.connection import Connection
@@ -55,16 +55,16 @@ _FINISHED_EXIT = 30.0
 
 
 class ProcessWorkers:
-    """``processes`` worker processes, each running ``target(connection, *args)`` (which builds
-    a LeaseProcessor for every spider and calls ``serve_coordinator``). ``stats`` and ``logins``
+    """One worker process per entry of ``threads``, each running ``target(connection, its
+    threads, *args)`` (which builds a LeaseProcessor for every spider and calls
+    ``serve_coordinator``). ``stats`` and ``logins``
     are each spider's, by name; ``counts`` the pool's own (processes started, lost)."""
 
     def __init__(
         self,
         target: Callable[..., None],
         args: tuple[Any, ...],
-        processes: int,
-        threads: int,
+        threads: Sequence[int],
         *,
         scheduler: HostScheduler,
         stats: Mapping[str, Stats],
@@ -77,7 +77,6 @@ class ProcessWorkers:
         self.target = target
         self.counts = counts
         self.args = args
-        self.processes = processes
         self.threads = threads
         self.scheduler = scheduler
         self.stats = stats
@@ -101,17 +100,18 @@ class ProcessWorkers:
         # would copy their locks in whatever state they were.
         context = multiprocessing.get_context("spawn")
         self._launcher = _Launcher()
-        for number in range(self.processes):
+        for number, threads in enumerate(self.threads):
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=self.target, args=(theirs, *self.args), name=f"crawler-worker-process-{number}", daemon=True
+                target=self.target, args=(theirs, threads, *self.args), name=f"crawler-worker-process-{number}",
+                daemon=True,
             )
             self._launcher.start(process)
             theirs.close()
-            child = _Coordinator(self, number, process, ours, take, report)
+            child = _Coordinator(self, number, threads, process, ours, take, report)
             self._children.append(child)
             child.start()
-        self.counts.inc("worker_processes", self.processes)
+        self.counts.inc("worker_processes", len(self.threads))
         threading.Thread(target=self._pass_on_stop, name="crawler-stop-watch", daemon=True).start()
 
     def _pass_on_stop(self) -> None:
@@ -188,10 +188,12 @@ class _Coordinator:
     scheduler releases them, and one that reads what it sends back."""
 
     def __init__(
-        self, pool: ProcessWorkers, number: int, process: Any, connection: Connection, take: Take, report: Report
+        self, pool: ProcessWorkers, number: int, threads: int, process: Any, connection: Connection, take: Take,
+        report: Report,
     ) -> None:
         self.pool = pool
         self.number = number
+        self.capacity = threads + _PREFETCH
         self.process = process
         self.connection = connection
         self.take = take
@@ -202,7 +204,7 @@ class _Coordinator:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._sent: dict[tuple[int, int], Lease] = {}  # leases with the process, by key
-        self._slots = threading.Semaphore(pool.threads + _PREFETCH)
+        self._slots = threading.Semaphore(self.capacity)
         self._stop_sent = False
         self._threads = [
             threading.Thread(target=self._dispatch, name=f"crawler-dispatch-{number}", daemon=True),
@@ -314,7 +316,7 @@ class _Coordinator:
             self.dead = True
             orphans = list(self._sent.values())
             self._sent.clear()
-        self._slots.release(self.pool.threads + _PREFETCH)  # the dispatching thread sees it is dead
+        self._slots.release(self.capacity)  # the dispatching thread sees it is dead
         self.process.join(_EXIT_GRACE)
         self.lost = not self._stop_sent
         if self.lost:
