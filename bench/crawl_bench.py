@@ -7,6 +7,8 @@ parse with parsel, extract the same fields with the same CSS selectors, follow l
 * engine  - the full ``crawler run`` path: a generated config.toml + spiders/ project, loaded with
             ``load_config`` and run with ``run_crawl(config, fresh=True)``: checkpoint, dedupe,
             item validation and the output file are all on;
+* engine-pN - the same with ``crawl.processes = N`` (``--processes N``): N worker processes and
+            this one coordinating; its CPU time includes the worker processes';
 * pool    - a minimal pool of N threads, one ``requests.Session`` each, a shared queue and a
             seen-set under a lock: the ceiling for a requests-based crawler;
 * naive   - one thread calling ``requests.get()`` per page, so a new TCP (and TLS) connection
@@ -30,6 +32,7 @@ import os
 import queue
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -76,7 +79,33 @@ RELATED_LINKS = 5
 SPIDER_NAME = "bench_site"
 REQUEST_TIMEOUT = (5.0, 30.0)
 
-CRAWLERS = ("engine", "pool", "naive")
+ENGINE = "engine"
+BASELINES = ("pool", "naive")
+
+
+def engine_name(processes: int) -> str:
+    """``engine`` for one process, ``engine-pN`` for N worker processes."""
+    return ENGINE if processes == 1 else f"{ENGINE}-p{processes}"
+
+
+def crawler_names(processes: list[int]) -> tuple[str, ...]:
+    """Every crawler of a run, in the order of the first round: the engine rows, then the baselines."""
+    return (ENGINE, *(engine_name(n) for n in processes if n != 1), *BASELINES)
+
+
+def processes_of(crawler: str) -> int:
+    """How many worker processes an engine row runs with (0 for a baseline)."""
+    if crawler == ENGINE:
+        return 1
+    if crawler.startswith(ENGINE + "-p"):
+        return int(crawler[len(ENGINE) + 2 :])
+    return 0
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 # --------------------------------------------------------------------------------------------
 # The site
@@ -554,7 +583,8 @@ class Measurement:
     pages: int
     items: int
     seconds: float
-    cpu_seconds: float
+    cpu_seconds: float  # this process's, plus its worker processes' (engine-pN)
+    children_cpu_seconds: float = 0.0  # the worker processes' share of cpu_seconds
     connections: int = 0
     server_requests: int = 0
     errors: list[str] = field(default_factory=list)
@@ -759,11 +789,16 @@ def write_engine_project(folder: Path, server: Server, tls: TlsFiles, workers: i
     return configs
 
 
-def crawl_engine(config_path: Path, site: Site) -> Measurement:
+def crawl_engine(config_path: Path, site: Site, processes: int = 1) -> Measurement:
+    import multiprocessing
+
     from crawler.config import load_config
     from crawler.runner import run_crawl
 
     config = load_config(config_path)
+    if processes != 1:
+        # The same project and config file, with `crawler run --processes N`'s override.
+        config = config.with_overrides({"crawl": {"processes": processes}}, "bench --processes")
     # Start each run from nothing on disk (outside the timed part); fresh=True then does no more
     # than a user's `crawler run --fresh` on a clean project.
     checkpoint = config.resolve(config.checkpoint.path)
@@ -772,11 +807,17 @@ def crawl_engine(config_path: Path, site: Site) -> Measurement:
     output = config.output_path(SPIDER_NAME)
     output.unlink(missing_ok=True)
 
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, children = time.perf_counter(), time.process_time(), children_cpu()
     report = run_crawl(config, fresh=True)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    # Worker processes are waited for before run_crawl returns, so their CPU time is in
+    # RUSAGE_CHILDREN by now (nginx and the Python server are children too, but still running,
+    # so they are not counted).
+    children_seconds = children_cpu() - children
 
     errors: list[str] = []
+    if still := multiprocessing.active_children():
+        errors.append(f"{len(still)} worker processes still running after run_crawl: their CPU time is not counted")
     # The correctness guard: exactly one output line per product page, each product once.
     ids: set[int] = set()
     lines = 0
@@ -793,7 +834,9 @@ def crawl_engine(config_path: Path, site: Site) -> Measurement:
             errors.append(f"{problem}: {report.stats[problem]}")
     if report.interrupted:
         errors.append("the crawl was interrupted")
-    return Measurement(pages, lines, seconds, cpu_seconds, errors=errors)
+    return Measurement(
+        pages, lines, seconds, cpu_seconds + children_seconds, children_cpu_seconds=children_seconds, errors=errors
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -819,6 +862,20 @@ def status_overhead(server: Server) -> Counters:
     return Counters(second.accepts - first.accepts, second.requests - first.requests)
 
 
+def cpu_calibration() -> float:
+    """Milliseconds of CPU a fixed pure-Python loop takes, best of 3: printed before and after
+    the rounds, so a run on a machine that got slower (a busy neighbour on the host, which no
+    process list here shows) can be told from a change in the crawlers."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        total = 0
+        for number in range(2_000_000):
+            total += number * number
+        best = min(best, time.process_time() - started)
+    return 1000 * best
+
+
 def _fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
@@ -827,17 +884,26 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else "-"
+
+
 def print_table(
     results: dict[tuple[str, str], list[Measurement]],
     schemes: list[str],
+    crawlers: tuple[str, ...],
     workers: int,
     naive_limit: int,
     site: Site,
 ) -> None:
-    header = ("crawler", "scheme", "pages", "pages/s", "runs (pages/s)", "CPU ms/page", "TCP conns", "pages/conn")
+    header = (
+        "crawler", "scheme", "pages", "pages/s", "runs (pages/s)", "CPU ms/page", "TCP conns", "pages/conn",
+        "vs engine", "vs pool",
+    )
     rows: list[tuple[str, ...]] = []
     for scheme in schemes:
-        for crawler in CRAWLERS:
+        medians = {c: _median([m.pages_per_second for m in results.get((c, scheme), [])]) for c in crawlers}
+        for crawler in crawlers:
             runs = results.get((crawler, scheme), [])
             if not runs:
                 continue
@@ -849,11 +915,13 @@ def print_table(
                     crawler,
                     scheme,
                     f"{pages:,}",
-                    _fmt_rate(_median(rates)),
+                    _fmt_rate(medians[crawler]),
                     " ".join(_fmt_rate(r) for r in rates),
                     f"{_median([m.cpu_ms_per_page for m in runs]):.2f}",
                     f"{connections:,.0f}",
                     f"{pages / connections:,.1f}" if connections else "-",
+                    "-" if crawler == ENGINE else _ratio(medians[crawler], medians.get(ENGINE, 0.0)),
+                    "-" if crawler == "pool" else _ratio(medians[crawler], medians.get("pool", 0.0)),
                 )
             )
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
@@ -865,28 +933,46 @@ def print_table(
         print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     print(line)
 
-    print("medians; pages/s = pages fetched / wall time; CPU = this process's CPU time (all threads);")
-    print("TCP conns = connections the server accepted during the crawl.")
+    print("medians; pages/s = pages fetched / wall time; CPU = this process's CPU time (all threads),")
+    print("plus its worker processes' for engine-pN (RUSAGE_CHILDREN, taken when they have exited);")
+    print("TCP conns = connections the server accepted during the crawl; vs engine, vs pool = ratios of")
+    print("the median pages/s to the one-process engine's and the pool's, same scheme.")
     if naive_limit < site.pages:
         print(f"naive is capped at its first {naive_limit:,} pages (breadth-first from the index) for a short run;")
         print("its pages/s is over those pages, its TCP conns the connections they took.")
     for scheme in schemes:
-        medians = {
-            c: _median([m.pages_per_second for m in results.get((c, scheme), [])]) for c in CRAWLERS
-        }
-        parts = [
-            f"engine/{other} = {medians['engine'] / medians[other]:.2f}x"
-            for other in ("pool", "naive")
-            if medians.get(other)
-        ]
-        print(f"{scheme:5}  " + ", ".join(parts))
+        medians = {c: _median([m.pages_per_second for m in results.get((c, scheme), [])]) for c in crawlers}
+        for crawler in crawlers:
+            if processes_of(crawler) and medians.get(crawler):
+                parts = [
+                    f"{crawler}/{other} = {medians[crawler] / medians[other]:.2f}x"
+                    for other in (ENGINE, *BASELINES)
+                    if other != crawler and medians.get(other)
+                ]
+                print(f"{scheme:5}  " + ", ".join(parts))
     for scheme in schemes:
-        for crawler in ("engine", "pool"):
+        for crawler in crawlers:
             runs = results.get((crawler, scheme), [])
-            if runs:
+            if runs and crawler != "naive":
                 conns = _median([m.connections for m in runs])
                 per_worker = conns / workers
                 print(f"{scheme:5}  {crawler}: {conns:.0f} connections for {workers} workers ({per_worker:.2f} each)")
+    for scheme in schemes:
+        for crawler in crawlers:
+            if (processes := processes_of(crawler)) > 1 and (runs := results.get((crawler, scheme), [])):
+                children = _median([1000 * m.children_cpu_seconds / m.pages for m in runs if m.pages])
+                total = _median([m.cpu_ms_per_page for m in runs])
+                robots = _median([m.server_requests - m.pages for m in runs])
+                if robots == 1:
+                    why = " (robots.txt, which the coordinator fetches for the whole crawl)"
+                elif robots == processes:
+                    why = " (robots.txt once per worker process, not once for the crawl)"
+                else:
+                    why = ""
+                print(
+                    f"{scheme:5}  {crawler}: CPU {total:.2f} ms/page = {total - children:.2f} coordinator + "
+                    f"{children:.2f} in {processes} worker processes; server requests = pages + {robots:.0f}{why}"
+                )
 
 
 def _run_one(
@@ -904,9 +990,10 @@ def _run_one(
     start_url = base + site.start_path
     ca = str(tls.ca_pem)
     gc.collect()  # garbage from the previous crawl is not this crawl's cost
+    processes = processes_of(crawler)
     with counted(server, overhead) as record:
-        if crawler == "engine":
-            measurement = crawl_engine(configs[scheme], site)
+        if processes:
+            measurement = crawl_engine(configs[scheme], site, processes)
         elif crawler == "pool":
             measurement = crawl_pool(start_url, workers, ca)
         else:
@@ -916,15 +1003,35 @@ def _run_one(
     expected_pages = min(naive_limit, site.pages) if crawler == "naive" else site.pages
     if measurement.pages != expected_pages:
         measurement.errors.append(f"fetched {measurement.pages} pages, expected {expected_pages}")
-    # The engine also reads the site's robots.txt, once.
-    expected_requests = measurement.pages + (crawler == "engine")
+    # The engine also reads the site's robots.txt, once for the whole crawl: with worker
+    # processes too, where the coordinator fetches it for them all (it used to be once per
+    # worker process, which this check would name).
+    robots = 1 if processes else 0
+    expected_requests = measurement.pages + robots
     if measurement.server_requests != expected_requests:
+        extra = measurement.server_requests - measurement.pages
+        why = ""
+        if processes > 1 and extra == processes:
+            why = f": robots.txt was fetched {extra} times, once per worker process, not once for the crawl"
+        elif processes:
+            why = f": {extra} requests besides the pages, expected 1 (robots.txt)"
         measurement.errors.append(
-            f"server saw {measurement.server_requests} requests for {measurement.pages} pages"
+            f"server saw {measurement.server_requests} requests for {measurement.pages} pages; "
+            f"expected {expected_requests}{why}"
         )
     if crawler == "pool" and measurement.items != site.products:
         measurement.errors.append(f"extracted {measurement.items} items, expected {site.products}")
     return measurement
+
+
+def _process_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of process counts: {text!r}") from None
+    if not counts or any(not 1 <= n <= 256 for n in counts):
+        raise argparse.ArgumentTypeError(f"process counts go from 1 to 256: {text!r}")
+    return sorted(set(counts))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -943,6 +1050,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latency", type=float, default=0.0, metavar="MS",
         help="hold every page this many milliseconds before sending it (a latency-bound site; "
              "served by the Python server, and the naive crawler gets 200 pages)",
+    )
+    parser.add_argument(
+        "--processes", type=_process_counts, default=[1], metavar="N[,M...]",
+        help="also run the engine with crawl.processes = N (a row engine-pN) for each N other than 1 "
+             "(default 1: the one-process engine only)",
     )
     # Internal: the Python fallback server's child process.
     parser.add_argument("--serve", nargs=4, metavar=("SITE", "CERT", "KEY", "LATENCY"), help=argparse.SUPPRESS)
@@ -979,27 +1091,37 @@ def main(argv: list[str] | None = None) -> int:
             f"site: {site.pages:,} pages ({site.products:,} products, {site.listings} listings, 1 index) "
             f"generated and served in {time.perf_counter() - started:.1f} s; server: {server.name}; "
             f"workers: {args.workers}; runs: {args.runs}; cpus: {os.cpu_count()}"
+            + (f"; engine processes: {', '.join(map(str, args.processes))}" if args.processes != [1] else "")
         )
+        crawlers = crawler_names(args.processes)
+        calibration = cpu_calibration()
+        print(f"CPU calibration before: {calibration:.0f} ms (a fixed pure-Python loop; lower is a faster machine)")
 
         results: dict[tuple[str, str], list[Measurement]] = {}
         failures: list[str] = []
+        width = max(map(len, crawlers))
         for run in range(args.runs):
-            # Rotate the order each round so no crawler always follows the same neighbour.
-            order = CRAWLERS[run % 3 :] + CRAWLERS[: run % 3]
+            # Rotate the order each round: over as many rounds as there are crawlers, each one
+            # runs once in every position (first, second, ...), so none always gets the same
+            # slot; with fewer rounds, no two crawlers share a position in any round either.
+            shift = run % len(crawlers)
+            order = crawlers[shift:] + crawlers[:shift]
             for scheme in schemes:
                 for crawler in order:
                     m = _run_one(crawler, scheme, server, overhead, site, tls, configs, args.workers, naive_limit)
                     results.setdefault((crawler, scheme), []).append(m)
                     print(
-                        f"  run {run + 1} {scheme:5} {crawler:6} {m.pages:6,} pages {m.seconds:6.2f} s "
-                        f"{m.pages_per_second:7,.0f} pages/s  {m.connections:5,} conns"
+                        f"  run {run + 1} {scheme:5} {crawler:{width}} {m.pages:6,} pages {m.seconds:6.2f} s "
+                        f"{m.pages_per_second:7,.0f} pages/s  {m.cpu_ms_per_page:5.2f} CPU ms/page  "
+                        f"{m.connections:5,} conns"
                         + (f"  ERROR: {'; '.join(m.errors)}" if m.errors else ""),
                         flush=True,
                     )
                     failures += [f"run {run + 1} {scheme} {crawler}: {e}" for e in m.errors]
 
         print()
-        print_table(results, schemes, args.workers, naive_limit, site)
+        print_table(results, schemes, crawlers, args.workers, naive_limit, site)
+        print(f"CPU calibration before / after: {calibration:.0f} / {cpu_calibration():.0f} ms")
         print(f"total time {time.perf_counter() - started:.0f} s")
         if failures:
             print("\nFAILED correctness checks:", *failures, sep="\n  ")
