@@ -179,3 +179,21 @@ def test_the_workers_are_shared_out_between_the_processes_and_no_more(processes_
     assert report.stats["worker_processes"] == 3
     assert report.sessions == 7
     assert connections <= 7 + 1  # and one for robots.txt, which the coordinator fetches
+
+
+def test_worker_processes_start_where_their_launcher_cannot_be_run(tmp_path: Path) -> None:
+    """A temporary folder mounted noexec: the launcher script cannot be run, and the process is
+    started as multiprocessing starts it."""
+    from crawler.workers.processes import _Launcher
+
+    launcher = _Launcher()
+    try:
+        assert launcher.script is not None
+        launcher.script.chmod(0o600)  # as good as noexec: exec fails with EACCES
+        process = multiprocessing.get_context("spawn").Process(target=os.getpid)
+        launcher.start(process)
+        process.join(30)
+        assert process.exitcode == 0
+        assert launcher.script is None  # and the next ones start the same way
+    finally:
+        launcher.close()

@@ -161,17 +161,29 @@ class _Launcher:
     ignored signal stays ignored, and Python leaves it so. So the interpreter is started through
     a two-line shell script that ignores them first; the coordinator itself never does, even
     for a moment, so its own Ctrl-C is never lost. The script stays until the processes stop:
-    the shell reads it after its exec.
+    the shell reads it after its exec. Where it cannot be run (a temporary folder mounted
+    noexec), processes start as multiprocessing starts them, and ignore the signals once their
+    Python code begins (``child.prepare_child``).
     """
 
     def __init__(self) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="crawler-worker-")
         self.python = os.fsdecode(spawn.get_executable())
-        self.script = Path(self._folder.name) / "python"
+        self.script: Path | None = Path(self._folder.name) / "python"
         self.script.write_text(f"#!/bin/sh\ntrap '' INT TERM\nexec {shlex.quote(self.python)} \"$@\"\n")
         self.script.chmod(0o700)
 
     def start(self, process: Any) -> None:
+        # Asked first: multiprocessing does not report a failed exec, its process just exits
+        # with 255. access() knows of noexec mounts as well as of modes.
+        if self.script is not None and not os.access(self.script, os.X_OK):
+            logger.info(
+                "cannot run %s: worker processes start without ignoring Ctrl-C until their code runs", self.script
+            )
+            self.script = None
+        if self.script is None:
+            process.start()
+            return
         previous = spawn.get_executable()
         spawn.set_executable(str(self.script))
         try:
