@@ -51,6 +51,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -155,6 +156,11 @@ class _Entry:
         self.warned = False
 
 
+def _says_try_later(status: int) -> bool:
+    """A robots.txt answer that means "try later" (RFC 9309: 5xx; and a 429 asks as much)."""
+    return status >= 500 or status == 429
+
+
 class RobotsCache:
     """The robots.txt of every origin the crawl visits, each fetched once through ``fetch``.
 
@@ -217,7 +223,7 @@ class RobotsCache:
         logger.debug("fetched %s: HTTP %d", robots_url, status)
         if 200 <= status < 300:
             return self._parse(robots_url, body)
-        if status >= 500 or status == 429:
+        if _says_try_later(status):
             return self._unavailable(robots_url, entry, f"HTTP {status}")
         return _ALLOW_ALL
 
@@ -251,13 +257,13 @@ class RobotsCache:
 class SharedRobotsFetch:
     """One fetch of each robots.txt for many ``RobotsCache``s (a crawl's worker processes'):
     askers at the same time share one fetch, and an answer is kept for later askers while it
-    is one a cache keeps (a 5xx or 429 is asked again at the recheck, so it is not kept). A fetch
-    is counted in the ``stats`` of whoever asked for it first."""
+    is one a cache keeps (an unavailable file is asked again at the recheck, so it is not kept).
+    A fetch is counted in the ``stats`` of whoever asked for it first."""
 
     def __init__(self, fetch: RobotsFetch) -> None:
         self._fetch = fetch
         self._answers: dict[str, tuple[int, bytes]] = {}
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, Future[tuple[int, bytes]]] = {}
         self._lock = threading.Lock()
 
     def fetch(self, url: str, stats: Stats) -> tuple[int, bytes]:
@@ -267,32 +273,20 @@ class SharedRobotsFetch:
             flight = self._flights.get(url)
             leading = flight is None
             if flight is None:
-                flight = self._flights[url] = _Flight()
+                flight = self._flights[url] = Future()
         if not leading:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.answer is not None
-            return flight.answer
+            return flight.result()  # the leader's answer, or its error raised again
         try:
             stats.inc("robots:fetched")
-            flight.answer = answer = self._fetch(url)
+            answer = self._fetch(url)
         except Exception as error:
-            flight.error = error
-            raise
-        finally:
             with self._lock:
                 del self._flights[url]
-                if flight.answer is not None and flight.answer[0] < 500 and flight.answer[0] != 429:
-                    self._answers[url] = flight.answer
-            flight.done.set()
+            flight.set_exception(error)
+            raise
+        with self._lock:
+            del self._flights[url]
+            if not _says_try_later(answer[0]):
+                self._answers[url] = answer
+        flight.set_result(answer)
         return answer
-
-
-class _Flight:
-    __slots__ = ("answer", "done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.answer: tuple[int, bytes] | None = None
-        self.error: Exception | None = None
