@@ -320,21 +320,19 @@ class Engine:
             return
         self._turn = (self._turn + 1) % len(self._active)
         offered = self._active[self._turn :] + self._active[: self._turn]
-        ready: dict[Crawl, dict[str, int]] = {}
+        ready: dict[Crawl, tuple[dict[str, int], int | None]] = {}  # its ready hosts, pages left
         for crawl in offered:
             counts = crawl.frontier.counts()
             if crawl.limits.reached(counts):
                 # Not sent yet, so not sent at all: only what is in flight may still add items.
                 self._release_unstarted(crawl)
             elif hosts := crawl.frontier.ready_hosts():
-                ready[crawl] = hosts
+                ready[crawl] = hosts, crawl.limits.pages_left(counts)
         if not ready:
             return
-        rooms = self.scheduler.rooms({host for hosts in ready.values() for host in hosts})
-        for crawl, hosts in ready.items():
-            own_budget = budget
-            if (pages_left := crawl.limits.pages_left(crawl.frontier.counts())) is not None:
-                own_budget = min(own_budget, pages_left)
+        rooms = self.scheduler.rooms({host for hosts, _ in ready.values() for host in hosts})
+        for crawl, (hosts, pages_left) in ready.items():
+            own_budget = budget if pages_left is None else min(budget, pages_left)
             wants: dict[str, int] = {}
             # The least busy hosts first, so a small budget is shared instead of spent on one host.
             for host in sorted(hosts, key=lambda name: -rooms.get(name, 0)) if len(hosts) > 1 else hosts:

@@ -282,7 +282,6 @@ class _Run:
     reporter: Reporter
     environ: Mapping[str, str]
     pools: PoolSizing
-    processes: int = 1
     sessions_opened: int = 0
     stats: list[Stats] = field(default_factory=list)  # each spider's
 
@@ -303,7 +302,6 @@ def run_crawl(
             logger.warning("%s: the requests that name it will fail", missing)
     started = time.monotonic()
     stop = StopSignal()
-    results: list[CrawlResult] = []
     with (
         open_checkpoint(config, fresh=fresh) as checkpoint,
         # With --fresh --spider, the other spiders' queued URLs still name the port served before.
@@ -317,10 +315,7 @@ def run_crawl(
             config = config.with_practice_site(site.url)
             demo_account = site.demo_credentials
             spiders = load_spiders(config, only)  # made again, with the URLs filled in
-        run = _Run(
-            config, checkpoint, stop, reporter, environment(config, demo_account), _pool_sizing(config),
-            config.crawl.processes,
-        )
+        run = _Run(config, checkpoint, stop, reporter, environment(config, demo_account), _pool_sizing(config))
         check_secrets(config, run.environ)
         if fresh:
             # Every spider now, before crawling any: a --fresh run stopped half-way and resumed
@@ -378,7 +373,7 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
             )
             crawl = Crawl(spider, frontier, output, stats, limits=limits_of(config.spiders[index]))
             crawls.append(crawl)
-            if run.processes > 1:
+            if config.crawl.processes > 1:
                 # The coordinator keeps the login (and its cookie file); worker processes fetch and parse.
                 auth = build_spider_auth(config, index, spider, stats, run.environ, session_factory(config, run.pools, stats))
             else:
@@ -422,14 +417,14 @@ def _workers(
     cleanup: contextlib.ExitStack,
 ) -> Workers:
     config = run.config
-    if run.processes == 1:
+    if config.crawl.processes == 1:
         sessions = [work.sessions for work in works.values()]
         return ThreadWorkers(
             {name: work.processor for name, work in works.items()}, config.crawl.workers, run.stop,
             sessions=lambda: sum(len(registry) for registry in sessions),
         )
     # crawl.workers in all, shared as evenly as they go (and no process without a thread).
-    processes = min(run.processes, config.crawl.workers)
+    processes = min(config.crawl.processes, config.crawl.workers)
     shares = [config.crawl.workers // processes + (number < config.crawl.workers % processes) for number in range(processes)]
     coordinator = Stats()  # what the coordinator itself does
     run.stats.append(coordinator)
