@@ -175,40 +175,37 @@ def serve_coordinator(
     workers.start(inbox.get, lambda lease, outcome: outbox.put((lease, outcome)))
     sender = threading.Thread(target=_send_results, args=(link, outbox, stats), name="crawler-results", daemon=True)
     sender.start()
-    while True:
-        try:
-            message = link.connection.recv()
-        except (EOFError, OSError):
-            link.close()
-            os._exit(0)  # the coordinator is gone: what this process holds is reclaimed next run
-        kind = message[0]
-        if kind == "lease":
-            inbox.put(message[1])
-        elif kind == "reply":
-            link.answered(*message[1:])
-        elif kind == "stop":
-            break
+    stopped = threading.Event()
+    threading.Thread(target=_read, args=(link, inbox, stopped), name="crawler-inbox", daemon=True).start()
+    stopped.wait()
     stop.request()  # what is not started goes back, what is in hand is finished
     for _ in range(threads):
         inbox.put(None)
-    # Calls still waiting (a login) are answered while the in-hand work ends.
-    replies = threading.Thread(target=_answer_replies, args=(link,), daemon=True)
-    replies.start()
     workers.stop(wait=True)
     outbox.put(None)
     sender.join()
     link.send(("bye", sessions()))
 
 
-def _answer_replies(link: ChildLink) -> None:
+def _read(link: ChildLink, inbox: queue.SimpleQueue[Lease | None], stopped: threading.Event) -> None:
+    """Take in what the coordinator sends until its end of the pipe closes. After "stop", the
+    answers to calls still waiting (a login) go on coming in while the in-hand work ends; a
+    lease sent meanwhile is left alone (the coordinator takes it back when this process exits)."""
     while True:
         try:
             message = link.connection.recv()
         except (EOFError, OSError):
             link.close()
+            if not stopped.is_set():
+                os._exit(0)  # the coordinator is gone: what this process holds is reclaimed next run
             return
-        if message[0] == "reply":
+        kind = message[0]
+        if kind == "lease" and not stopped.is_set():
+            inbox.put(message[1])
+        elif kind == "reply":
             link.answered(*message[1:])
+        elif kind == "stop":
+            stopped.set()
 
 
 def _send_results(
