@@ -120,6 +120,7 @@ class Handler(BaseHTTPRequestHandler):
     # plus delayed ACKs can add ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
     server: _Server
+    _still_active = False  # this request is counted as being answered (see SiteCounters)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # a benchmark run would otherwise print a line per request
@@ -141,6 +142,10 @@ class Handler(BaseHTTPRequestHandler):
         if has_body:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+        # Answered as the response starts to leave: once its last byte is out, the client may
+        # send its next request before this thread runs again (on a busy machine, long before),
+        # and counting this one as still active then would show a concurrency the client never had.
+        self._answered()
         self.end_headers()
         if has_body and body and self.command != "HEAD":
             self.wfile.write(body)
@@ -185,9 +190,15 @@ class Handler(BaseHTTPRequestHandler):
         target = urlsplit(self.path)
         path = target.path or "/"
         self.server.counters.record_request(path)
+        self._still_active = True
         try:
             self._answer(path, target.query)
         finally:
+            self._answered()
+
+    def _answered(self) -> None:
+        if self._still_active:
+            self._still_active = False
             self.server.counters.request_answered()
 
     def _answer(self, path: str, query_text: str) -> None:
