@@ -77,14 +77,17 @@ def test_two_processes_fetch_every_page_once_and_write_every_item_once(processes
         report = run_crawl(config)
         hits = {path: site.counters.hits(path) for path in product_paths(site, 120)}
         robots = site.counters.hits("/robots.txt")
+        connections = site.counters.connections
 
     assert_whole_crawl(report, config, 120)
     assert report.stats["worker_processes"] == 2
     assert set(hits.values()) == {1}, {path: count for path, count in hits.items() if count != 1}
-    # robots.txt once for the crawl (the coordinator fetches it for both processes), not once each.
+    # robots.txt once for the crawl (the first worker to ask fetches it for both processes), not
+    # once each, and on its own session: no connection but the workers'.
     assert robots == report.stats["robots:fetched"] == 1
     # Each worker process ran its share of the 8 workers, each thread with its own session.
     assert report.sessions == 8
+    assert connections <= 8
     assert report.stats["pages"] == report.whole_crawl.done
 
 

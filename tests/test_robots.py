@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from crawler.exceptions import InvalidRequest
+from crawler.exceptions import InvalidRequest, TransportError
 from crawler.http.fetcher import translate_error
 from crawler.politeness.robots import (
     RobotsCache,
@@ -336,28 +336,61 @@ def test_origin_is_scheme_host_and_port_not_spelling(site, cache) -> None:
 # -- one fetch for many caches (a crawl's worker processes) -----------------------------------------
 
 
-def test_a_shared_fetch_reads_each_file_once_for_every_cache(site, fetch, stats) -> None:
-    site.robots.body = "User-agent: *\nDisallow: /private\n"
-    shared = SharedRobotsFetch(fetch)
-    caches = [RobotsCache(lambda url: shared.fetch(url, stats), USER_AGENT, stats, counts_fetches=False) for _ in range(4)]
-    verdicts: list[RobotsDecision] = []
-    threads = [
-        threading.Thread(target=lambda cache=cache: verdicts.append(cache.check(f"{site.url}/private/x").decision))
-        for cache in caches
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert verdicts == [RobotsDecision.DISALLOW] * 4
-    assert robots_hits(site) == stats.get("robots:fetched") == 1
+class Replies:
+    """What a ``SharedRobotsFetch`` told each asker, by name."""
+
+    def __init__(self) -> None:
+        self.told: dict[str, list[object]] = {}
+
+    def to(self, name: str):
+        return lambda outcome: self.told.setdefault(name, []).append(outcome)
 
 
-def test_a_shared_fetch_asks_again_for_a_file_that_was_unavailable(site, fetch, stats) -> None:
-    site.robots.status = 503
-    shared = SharedRobotsFetch(fetch)
-    assert shared.fetch(f"{site.url}/robots.txt", stats)[0] == 503
-    site.robots.status, site.robots.body = None, "User-agent: *\nDisallow: /\n"
-    assert shared.fetch(f"{site.url}/robots.txt", stats)[0] == 200
-    assert shared.fetch(f"{site.url}/robots.txt", stats)[0] == 200  # kept now
-    assert robots_hits(site) == stats.get("robots:fetched") == 2
+ROBOTS_URL = "http://example.test/robots.txt"
+FILE = (200, b"User-agent: *\nDisallow: /\n")
+
+
+def test_a_shared_fetch_is_made_by_the_first_asker_and_told_to_those_waiting() -> None:
+    shared, replies = SharedRobotsFetch(), Replies()
+    shared.ask(ROBOTS_URL, 0, replies.to("first"))
+    shared.ask(ROBOTS_URL, 1, replies.to("second"))
+    shared.ask(ROBOTS_URL, 0, replies.to("third"))
+    assert replies.told == {"first": [None]}  # None: fetch it yourself; the others wait
+
+    shared.tell(ROBOTS_URL, FILE)
+    shared.ask(ROBOTS_URL, 1, replies.to("later"))
+    assert replies.told == {"first": [None], "second": [FILE], "third": [FILE], "later": [FILE]}
+
+
+@pytest.mark.parametrize("outcome", [(503, b""), (429, b""), TransportError("connection refused", Request(ROBOTS_URL))])
+def test_a_shared_fetch_keeps_no_answer_that_means_try_later(outcome) -> None:
+    shared, replies = SharedRobotsFetch(), Replies()
+    shared.ask(ROBOTS_URL, 0, replies.to("first"))
+    shared.ask(ROBOTS_URL, 1, replies.to("waiting"))
+    shared.tell(ROBOTS_URL, outcome)
+    shared.ask(ROBOTS_URL, 1, replies.to("at the recheck"))
+    assert replies.told == {"first": [None], "waiting": [outcome], "at the recheck": [None]}
+
+
+def test_a_shared_fetch_whose_fetcher_is_gone_passes_to_the_first_still_waiting() -> None:
+    shared, replies = SharedRobotsFetch(), Replies()
+    shared.ask(ROBOTS_URL, 0, replies.to("leader"))
+    shared.ask(ROBOTS_URL, 0, replies.to("leader's neighbour"))
+    shared.ask(ROBOTS_URL, 1, replies.to("next"))
+    shared.ask(ROBOTS_URL, 2, replies.to("last"))
+    shared.drop(0)  # the leader's process died: nobody in it hears anything more
+    assert replies.told == {"leader": [None], "next": [None]}
+
+    shared.drop(2)  # a waiter's process died: the fetch goes on for the others
+    shared.tell(ROBOTS_URL, FILE)
+    assert replies.told == {"leader": [None], "next": [None]}
+    shared.ask(ROBOTS_URL, 3, replies.to("after"))
+    assert replies.told["after"] == [FILE]
+
+
+def test_a_shared_fetch_nobody_waits_for_is_forgotten_with_its_fetcher() -> None:
+    shared, replies = SharedRobotsFetch(), Replies()
+    shared.ask(ROBOTS_URL, 0, replies.to("leader"))
+    shared.drop(0)
+    shared.ask(ROBOTS_URL, 1, replies.to("new"))
+    assert replies.told == {"leader": [None], "new": [None]}

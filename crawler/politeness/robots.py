@@ -35,8 +35,8 @@ us, and a group named with a version (``User-agent: crawler/1.0``) does not.
 Fetches are single-flight per origin: the first thread to ask about an origin fetches its file
 while later askers about that origin wait for the result; askers about other origins go on,
 since no lock common to all origins is held while fetching. Counters on ``stats``:
-``robots:fetched`` per fetch made (where a ``SharedRobotsFetch`` fetches for several caches, it
-counts them instead), ``robots:unavailable`` per fetch that ended UNAVAILABLE,
+``robots:fetched`` per fetch made (where a ``SharedRobotsFetch`` shares fetches between caches,
+by whoever makes one), ``robots:unavailable`` per fetch that ended UNAVAILABLE,
 ``robots:crawl_delay_capped`` per file whose Crawl-delay was over the cap. Logging stays at
 DEBUG/INFO on the normal path; an origin whose file is unavailable or unfetchable is warned
 about once.
@@ -50,8 +50,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -168,7 +167,8 @@ class RobotsCache:
     ``recheck_unavailable``: seconds after which an UNAVAILABLE file is fetched again.
     ``max_crawl_delay``: the most seconds of Crawl-delay honoured; a site asking for more gets this.
     ``clock``: monotonic seconds, injectable so tests need not sleep.
-    ``counts_fetches``: False where ``fetch`` is a ``SharedRobotsFetch``'s, which counts them.
+    ``counts_fetches``: False where ``fetch`` asks a ``SharedRobotsFetch`` first, and counts only
+    the fetches it is told to make.
     """
 
     def __init__(self, fetch: RobotsFetch, user_agent: str, stats: Stats, *,
@@ -254,39 +254,71 @@ class RobotsCache:
         logger.log(level, message, *args)
 
 
-class SharedRobotsFetch:
-    """One fetch of each robots.txt for many ``RobotsCache``s (a crawl's worker processes'):
-    askers at the same time share one fetch, and an answer is kept for later askers while it
-    is one a cache keeps (an unavailable file is asked again at the recheck, so it is not kept).
-    A fetch is counted in the ``stats`` of whoever asked for it first."""
+#: What a ``SharedRobotsFetch`` tells an asker: the answer of the fetch (final status, body),
+#: the error it raised, or None: fetch the file yourself, then ``tell`` what came of it.
+RobotsOutcome = tuple[int, bytes] | BaseException | None
 
-    def __init__(self, fetch: RobotsFetch) -> None:
-        self._fetch = fetch
+
+class _Flight:
+    """A robots.txt being fetched: by which asker's group, and who waits for it."""
+
+    __slots__ = ("group", "waiting")
+
+    def __init__(self, group: Hashable) -> None:
+        self.group = group
+        self.waiting: list[tuple[Hashable, Callable[[RobotsOutcome], None]]] = []
+
+
+class SharedRobotsFetch:
+    """One fetch of each robots.txt for the ``RobotsCache``s of many askers (a crawl's worker
+    processes), made by the first to ask, over a connection it already has: whoever holds
+    this opens none of its own. Askers about a file being fetched wait for its answer, which is
+    kept for later askers while it is one a cache keeps (an unavailable file is asked again at
+    the recheck, so it is not kept).
+
+    An asker belongs to a ``group`` (its process): when a group is gone, each fetch it was
+    making passes to the first asker still waiting for it, so nobody waits on the dead.
+    """
+
+    def __init__(self) -> None:
         self._answers: dict[str, tuple[int, bytes]] = {}
-        self._flights: dict[str, Future[tuple[int, bytes]]] = {}
+        self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
 
-    def fetch(self, url: str, stats: Stats) -> tuple[int, bytes]:
+    def ask(self, url: str, group: Hashable, reply: Callable[[RobotsOutcome], None]) -> None:
+        """``reply`` is called once, at once or when the file's fetch ends (from the thread that
+        tells it): with the outcome, or with None when the asker is to fetch it."""
         with self._lock:
-            if (answer := self._answers.get(url)) is not None:
-                return answer
-            flight = self._flights.get(url)
-            leading = flight is None
-            if flight is None:
-                flight = self._flights[url] = Future()
-        if not leading:
-            return flight.result()  # the leader's answer, or its error raised again
-        try:
-            stats.inc("robots:fetched")
-            answer = self._fetch(url)
-        except Exception as error:
-            with self._lock:
-                del self._flights[url]
-            flight.set_exception(error)
-            raise
+            answer = self._answers.get(url)
+            flight = self._flights.get(url) if answer is None else None
+            if flight is not None:
+                flight.waiting.append((group, reply))
+                return
+            if answer is None:
+                self._flights[url] = _Flight(group)
+        reply(answer)
+
+    def tell(self, url: str, outcome: tuple[int, bytes] | BaseException) -> None:
+        """What the fetch of ``url`` that an asker was told to make came to."""
         with self._lock:
-            del self._flights[url]
-            if not _says_try_later(answer[0]):
-                self._answers[url] = answer
-        flight.set_result(answer)
-        return answer
+            flight = self._flights.pop(url, None)
+            if not isinstance(outcome, BaseException) and not _says_try_later(outcome[0]):
+                self._answers[url] = outcome
+        for _, reply in flight.waiting if flight is not None else ():
+            reply(outcome)
+
+    def drop(self, group: Hashable) -> None:
+        """``group``'s askers are gone: forget their waiting, and hand their fetches on."""
+        handed_on = []
+        with self._lock:
+            for url, flight in list(self._flights.items()):
+                flight.waiting = [(other, reply) for other, reply in flight.waiting if other != group]
+                if flight.group != group:
+                    continue
+                if not flight.waiting:
+                    del self._flights[url]
+                    continue
+                flight.group, reply = flight.waiting.pop(0)
+                handed_on.append(reply)
+        for reply in handed_on:
+            reply(None)

@@ -36,9 +36,10 @@ from ..stopping import StopSignal
 from ..workers import Workers
 from ..workers.processes import ProcessWorkers
 from ..workers.threads import ThreadWorkers
+from ..politeness.robots import SharedRobotsFetch
 from .auth import SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
-from .wiring import SpiderWork, session_factory, shared_robots, spider_work
+from .wiring import SpiderWork, session_factory, spider_work
 
 if TYPE_CHECKING:
     from ..practice import PracticeSite
@@ -428,11 +429,6 @@ def _workers(
     shares = [config.crawl.workers // processes + (number < config.crawl.workers % processes) for number in range(processes)]
     coordinator = Stats()  # what the coordinator itself does
     run.stats.append(coordinator)
-    robots = None
-    if config.robots.obey:
-        # Fetched once for the whole crawl, not once per worker process.
-        robots, sessions = shared_robots(config, run.pools, coordinator)
-        cleanup.callback(sessions.close_all)
     spec = ChildSpec(
         config, tuple(spiders), dict(run.environ), _pool_sizing(config, max(shares)),
         logging.getLogger("crawler").getEffectiveLevel(),
@@ -446,7 +442,8 @@ def _workers(
             if isinstance(auth.auth.login, LoginCoordinator)
         },
         seen={crawl.name: crawl.seen for crawl in crawls},
-        robots=robots,
+        # Each robots.txt fetched once for the whole crawl, not once per worker process.
+        robots=SharedRobotsFetch() if config.robots.obey else None,
         counts=coordinator,
     )
 

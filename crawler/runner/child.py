@@ -42,7 +42,7 @@ def child_main(connection: Connection, threads: int, spec: ChildSpec) -> None:
             works[spider.name] = spider_work(
                 spec.config, index, spider, stats, stop, spec.environ, spec.pools, hosts,
                 login_via=lambda login, jar, name=spider.name, stats=stats: RemoteLogin(name, login, jar, link, stats),
-                robots_via=remote_robots(link, spider.name),
+                robots_via=lambda fetch, stats=stats: remote_robots(link, fetch, stats),
             )
     except CrawlerError as error:
         link.send(("failed", error))

@@ -14,7 +14,7 @@ from ..auth.cookies import CrawlCookieJar
 from ..config import Config
 from ..http.fetcher import Auth, Fetcher, Timeouts
 from ..http.sessions import PoolSizing, SessionRegistry, SessionSettings, make_session_factory
-from ..politeness.robots import RobotsCache, RobotsFetch, SharedRobotsFetch
+from ..politeness.robots import RobotsCache, RobotsFetch
 from ..processing import HostControl, LeaseProcessor
 from ..retry import RetryPolicy
 from ..rules import CrawlRules
@@ -47,10 +47,11 @@ def spider_work(
     *,
     seen: SeenFilter | None = None,
     login_via: LoginVia | None = None,
-    robots_via: RobotsFetch | None = None,
+    robots_via: Callable[[RobotsFetch], RobotsFetch] | None = None,
 ) -> SpiderWork:
-    """``login_via`` and ``robots_via`` make the login and the robots.txt fetches another's (a
-    worker process's are its coordinator's, for the whole crawl)."""
+    """``login_via`` makes the login another's, and ``robots_via`` wraps the robots.txt fetch
+    (a worker process's login is its coordinator's for the whole crawl, and it asks the
+    coordinator before it fetches a robots.txt)."""
     new_session = session_factory(config, pools, stats)
     auth = build_spider_auth(config, index, spider, stats, environ, new_session, login_via=login_via)
     sessions = SessionRegistry(lambda: new_session(auth.cookies))
@@ -69,7 +70,10 @@ def spider_work(
             entry.deny,
             entry.max_depth,
         ),
-        robots=_robots(config, robots_via or fetcher.fetch_robots, stats, counted=robots_via is None),
+        robots=_robots(
+            config, fetcher.fetch_robots if robots_via is None else robots_via(fetcher.fetch_robots), stats,
+            counted=robots_via is None,
+        ),
         seen=seen,
     )
     return SpiderWork(processor, sessions, auth)
@@ -98,14 +102,6 @@ def _robots(config: Config, fetch: RobotsFetch, stats: Stats, *, counted: bool) 
         max_crawl_delay=config.robots.max_crawl_delay,
         counts_fetches=counted,
     )
-
-
-def shared_robots(config: Config, pools: PoolSizing, stats: Stats) -> tuple[SharedRobotsFetch, SessionRegistry]:
-    """The crawl's one fetch of each robots.txt, for its worker processes; and its sessions, to
-    close at the end. robots.txt is public: no login, no tokens."""
-    new_session = session_factory(config, pools, stats)
-    sessions = SessionRegistry(lambda: new_session(CrawlCookieJar()))
-    return SharedRobotsFetch(_fetcher(config, sessions, stats, Auth()).fetch_robots), sessions
 
 
 def _fetcher(config: Config, sessions: SessionRegistry, stats: Stats, auth: Auth) -> Fetcher:

@@ -124,14 +124,29 @@ class RemoteLogin:
                 self.cookies.adopt_login(cookies, generation)
 
 
-def remote_robots(link: ChildLink, spider: str) -> RobotsFetch:
-    """A worker process's robots.txt fetch: the coordinator's, one for the whole crawl."""
+def remote_robots(link: ChildLink, fetch: RobotsFetch, stats: Stats) -> RobotsFetch:
+    """A worker process's robots.txt fetch, one for the whole crawl: the coordinator has the
+    answer, or another process is fetching it, or this one fetches it (with ``fetch``, on the
+    asking thread's own session) and tells the coordinator what came of it."""
 
-    def fetch(url: str) -> tuple[int, bytes]:
-        status, body = link.call("robots", spider, url)
-        return status, body
+    def fetch_once(url: str) -> tuple[int, bytes]:
+        answer = link.call("robots", url)
+        if answer is not None:
+            return answer
+        stats.inc("robots:fetched")
+        try:
+            answer = fetch(url)
+        except CrawlerError as error:
+            link.send(("robots_fetched", url, error))
+            raise
+        except Exception as error:
+            # A bug here must not leave the other processes waiting for this file.
+            link.send(("robots_fetched", url, CrawlerError(f"fetching {url} failed: {error!r}")))
+            raise
+        link.send(("robots_fetched", url, answer))
+        return answer
 
-    return fetch
+    return fetch_once
 
 
 class _LogToCoordinator(logging.Handler):

@@ -35,7 +35,7 @@ from ..auth.login import LoginCoordinator
 from ..exceptions import CrawlerError, LoginFailed
 from ..frontier.base import Lease
 from ..politeness.hosts import HostScheduler
-from ..politeness.robots import SharedRobotsFetch
+from ..politeness.robots import RobotsOutcome, SharedRobotsFetch
 from ..processing import Outcome
 from ..seen import SeenFilter
 from ..stats import Stats
@@ -84,8 +84,8 @@ class ProcessWorkers:
         self.logins = logins
         self.seen = seen
         self.robots = robots
-        # Calls from worker processes (a login, a robots.txt) are served here: few, but one may
-        # take as long as a login, and must not hold up the results coming in.
+        # Logins for worker processes are made here: few, but one may take long, and must not
+        # hold up the results coming in.
         self.calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawler-serve")
         self._children: list[_Coordinator] = []
         self._stopping = threading.Event()
@@ -287,6 +287,10 @@ class _Coordinator:
                 self.pool.scheduler.pause(message[1], message[2])
             elif kind == "crawl_delay":
                 self.pool.scheduler.set_crawl_delay(message[1], message[2])
+            elif kind == "call" and message[2] == "robots":
+                self._ask_robots(message[1], *message[3])
+            elif kind == "robots_fetched" and self.pool.robots is not None:
+                self.pool.robots.tell(message[1], message[2])
             elif kind == "call":
                 self.pool.calls.submit(self._serve, *message[1:])
             elif kind == "log":
@@ -306,13 +310,24 @@ class _Coordinator:
             completion = None if wire is None else from_wire(lease, wire, self.pool.seen[lease.spider])
             self.report(lease, Outcome(completion, latency, ok))
 
+    def _ask_robots(self, call: int, url: str) -> None:
+        # Answered without waiting (now, or when the process fetching it tells), so no thread
+        # is held while a robots.txt is fetched elsewhere.
+        def reply(outcome: RobotsOutcome) -> None:
+            if isinstance(outcome, BaseException):
+                self._send(("reply", call, None, outcome))
+            else:
+                self._send(("reply", call, outcome, None))
+
+        if self.pool.robots is None:
+            reply(CrawlerError("a worker process asked for a robots.txt in a crawl that does not obey them"))
+        else:
+            self.pool.robots.ask(url, self.number, reply)
+
     def _serve(self, call: int, name: str, args: tuple[Any, ...]) -> None:
         try:
             if name == "login":
                 value = self.pool.serve_login(*args)
-            elif name == "robots" and self.pool.robots is not None:
-                spider, url = args
-                value = self.pool.robots.fetch(url, self.pool.stats[spider])
             else:
                 raise CrawlerError(f"a worker process asked for {name!r}, which the coordinator does not serve")
             error = None
@@ -337,6 +352,8 @@ class _Coordinator:
                 "worker process %d (pid %s) ended with exit code %s; its %d requests go back to the queue",
                 self.number, self.process.pid, self.process.exitcode, len(orphans),
             )
+        if self.pool.robots is not None:
+            self.pool.robots.drop(self.number)
         for lease in orphans:
             self.report(lease, Outcome(None))
         self.pool.child_lost()

@@ -6,7 +6,9 @@ Coordinator to worker process:
 Worker process to coordinator:
   ``("done", [(lease key, completion fields or None, latency, ok), ...], {spider: stats changes})``;
   ``("pause", host, seconds)`` and ``("crawl_delay", host, seconds)`` for the host scheduler;
-  ``("call", call, "login" | "robots", args)``; ``("log", logger, level, text)``;
+  ``("call", call, "login" | "robots", args)``: a robots.txt call is answered with the file's
+  (status, body), its fetch's error, or None: fetch it, then send ``("robots_fetched", url,
+  (status, body) or error)``, which others may be waiting for; ``("log", logger, level, text)``;
   ``("failed", CrawlerError)`` when it cannot start; ``("bye", sessions opened)``.
 """
 
