@@ -202,6 +202,12 @@ class HostScheduler:
     def set_crawl_delay(self, name: str, seconds: float | None) -> None:
         """The host's robots.txt is read: from now on its delay is at least ``seconds`` (its
         ``Crawl-delay``, if any), and it gets its full concurrency."""
+        # Said before every request to the host, and nearly always what is known already: then
+        # the workers need not queue for the lock that every take and finish also wants. (A
+        # host's entry is never removed, and its fields are read whole.)
+        known = self._hosts.get(name)
+        if known is not None and not known.held_back and known.floor == (seconds or 0.0):
+            return
         with self._condition:
             host = self._host(name)
             host.floor = seconds or 0.0
