@@ -8,6 +8,7 @@ user's explicit choice and are only checked for being fetchable.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,5 +66,10 @@ class CrawlRules:
         return None
 
     def is_on_site(self, url: str) -> bool:
-        host = _idna(urlsplit(url).hostname or "")
+        return self._netloc_on_site(urlsplit(url).netloc)
+
+    # Asked for every link, about the few hosts a crawl visits: the answer is kept per netloc.
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - the rules live as long as the crawl
+    def _netloc_on_site(self, netloc: str) -> bool:
+        host = _idna(urlsplit(f"//{netloc}").hostname or "")
         return any(host == domain or host.endswith("." + domain) for domain in self.allowed_domains)
