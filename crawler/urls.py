@@ -49,19 +49,25 @@ def normalize_url(url: str, base: str | None = None) -> str:
     URLs of schemes other than http(s) are returned parsed but otherwise unchecked, so the
     caller can filter them by scheme. Raises MalformedURL for what cannot be read one way only.
     """
+    try:
+        if base is not None and not _SCHEME.match(url.lstrip(_SURROUNDING)):
+            # RFC 3986 resolution in Python, not a call into ada (see _normalized): what could
+            # read two ways is refused first, and ada parses the result, so its host is the one
+            # decided.
+            return _normalized(_resolve(_checked(url), base))
+        return _normalized(url)
+    except MalformedURL as error:
+        raise MalformedURL(url, error.reason) from None
+
+
+def _checked(url: str) -> str:
+    """``url`` without surrounding whitespace, refused if it could be read two ways."""
     text = url.strip(_SURROUNDING)
     if _CONTROL.search(text):
         raise MalformedURL(url, "control character")
     if "\\" in _QUERY_OR_FRAGMENT.split(text, 1)[0]:
         raise MalformedURL(url, "backslash")
-    if base is not None and not _SCHEME.match(text):
-        # RFC 3986 resolution in Python, not a call into ada (see _normalized): what could read
-        # two ways is refused above, and ada parses the result, so its host is the one decided.
-        text = _resolve(text, base)
-    try:
-        return _normalized(text)
-    except MalformedURL as error:
-        raise MalformedURL(url, error.reason) from None
+    return text
 
 
 def _resolve(reference: str, base: str) -> str:
@@ -80,9 +86,12 @@ def _resolve(reference: str, base: str) -> str:
 
 
 # Pages link to the same URLs over and over, and each call into ada hands the GIL to another
-# worker and back, which under 16 threads costs more than the parse: absolute URLs are cached.
+# worker and back, which under 16 threads costs more than the parse: absolute URLs are cached,
+# as written (a link already in normal form, checked again as the crawl takes it in, is found
+# at once).
 @functools.lru_cache(maxsize=32768)
-def _normalized(text: str) -> str:
+def _normalized(url: str) -> str:
+    text = _checked(url)
     try:
         href: str = ada_url.normalize_url(text)
     except ValueError:
