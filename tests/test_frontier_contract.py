@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -25,10 +26,16 @@ from crawler.frontier import (
     Backend, Committed, Completion, Entry, Frontier, FrontierCounts, Lease, SQLiteBackend, Store,
 )
 from crawler.frontier.base import Limits
+from crawler.frontier.redis import RedisBackend
 from crawler.items import RejectedItem
 from crawler.request import Request
 
-BACKENDS = ["sqlite"]
+if TYPE_CHECKING:
+    from redis_server import RedisServer
+
+pytest_plugins = ["redis_server"]
+
+BACKENDS = ["sqlite", "redis"]
 SPIDER = "books"
 OWNER = "test:1"
 HOST = "example.test"
@@ -38,9 +45,12 @@ EXPIRY_WAIT = 0.6
 LONG_LEASE = 60.0
 
 
-def make_backend(kind: str, tmp_path: Path) -> Backend:
+def make_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
     if kind == "sqlite":
         return SQLiteBackend(tmp_path / "state" / "checkpoint.db")
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")  # started only if a redis test runs
+        return RedisBackend(server.url, server.new_crawl())
     raise AssertionError(f"no such backend: {kind}")
 
 
@@ -57,7 +67,9 @@ class StoreFactory:
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     # Each test has a checkpoint of its own (a backend on a server clears it here after the test).
-    yield StoreFactory(make_backend(request.param, tmp_path))
+    backend = make_backend(request.param, tmp_path, request)
+    yield StoreFactory(backend)
+    backend.discard()
 
 
 @pytest.fixture

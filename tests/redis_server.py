@@ -1,0 +1,128 @@
+"""A real ``redis-server`` for tests, on a free loopback port of its own, and its pytest fixture.
+
+Never the machine's own Redis: a test server starts empty, keeps nothing on disk (``--save ''``,
+no append-only file), and goes away with the test session. A test module that needs it names this
+module in ``pytest_plugins`` (and imports from it only under TYPE_CHECKING: a plugin module
+imported before pytest registers it could not have its asserts rewritten). Each test uses a crawl
+name of its own (``RedisServer.new_crawl``), so tests on the one server never see each other's
+keys; ``own_redis_server`` is a server for one test alone, for a test that looks at every key.
+
+Without ``redis-server`` on PATH the fixture fails, in one line: the Redis checkpoint's tests
+are not optional (CI installs the server).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+_START_TIMEOUT = 10.0
+_START_ATTEMPTS = 3  # a free port can be taken by someone else between finding it and binding it
+
+
+class RedisServer:
+    """A ``redis-server`` process on 127.0.0.1, started by ``start`` and stopped by ``stop``."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    @staticmethod
+    def new_crawl() -> str:
+        """A crawl name no other test uses, so tests sharing the server share no key."""
+        return f"test-{uuid.uuid4().hex[:16]}"
+
+    def start(self) -> RedisServer:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not on PATH: install it (apt-get install redis-server) to run these tests")
+        for _ in range(_START_ATTEMPTS):
+            self.port = _free_port()
+            self._process = subprocess.Popen(
+                [executable, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1"],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+            if self._answers():
+                return self
+            self._end_process()
+        self._log.seek(0)
+        raise RuntimeError(f"redis-server did not start: {self._log.read()[-2000:].decode(errors='replace')}")
+
+    def _answers(self) -> bool:
+        """Whether the server came up and answers PING (False: it exited, or never answered)."""
+        assert self._process is not None
+        deadline = time.monotonic() + _START_TIMEOUT
+        with self.client() as client:
+            while time.monotonic() < deadline and self._process.poll() is None:
+                try:
+                    return bool(client.ping())
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        self._end_process()
+        self._log.close()
+
+    def _end_process(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+    except RuntimeError as error:
+        server.stop()
+        problem = str(error)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)  # outside the except block: one line, no chained traceback
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The server the session's tests share."""
+    yield from _serve()
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A server of the test's own, with no key but the test's."""
+    yield from _serve()
