@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -130,13 +131,43 @@ class OutputConfig(_Section):
 
 
 class CheckpointConfig(_Section):
-    backend: Literal["sqlite"] = "sqlite"
-    """Where the crawl's state is kept: ``sqlite``, one file on this machine (``path``)."""
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    """Where the crawl's state is kept: ``sqlite``, one file on this machine (``path``); or
+    ``redis``, a Redis or Valkey server (``url``) that every process of the crawl, on any
+    machine, shares."""
     path: Path = Path(".crawler/checkpoint.db")
-    lease_time: PositiveSeconds = 60.0
+    """The SQLite file; with ``redis``, the place beside which this machine keeps what is its
+    own (the login's cookies, which process slot it runs as)."""
+    lease_time: PositiveSeconds = 30.0
     """Seconds a leased request stays its holder's without a heartbeat (renewed every third of
     it while the work runs). A holder that stops answering gives its work back after this; on one
     machine, a dead process's work comes back at once."""
+    url: str | None = None
+    """With ``redis``: the server, ``redis://host:6379/0`` (``rediss://`` for TLS). Never with a
+    password in it: that comes from the environment (``password_env``)."""
+    password_env: str = "CRAWLER_REDIS_PASSWORD"
+    """With ``redis``: the environment variable that holds the server's password, if it has one."""
+    crawl: str | None = None
+    """With ``redis``: the crawl's name on the server; every process that names it joins it.
+    Default: the name of the folder the config file is in."""
+    wait_for_server: Seconds = 120.0
+    """With ``redis``: how long the crawl waits for an unreachable server (trying again, with
+    backoff) before it stops; what was committed stays."""
+
+    @model_validator(mode="after")
+    def _redis_has_a_server(self) -> CheckpointConfig:
+        if self.backend != "redis":
+            return self
+        if not self.url:
+            raise ValueError('backend = "redis" needs url = "redis://host:port/db"')
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"url: not a Redis URL (redis://, rediss:// or unix://): {parts.scheme}://...")
+        if parts.password or "password=" in parts.query:
+            raise ValueError(f"url: holds a password; set it in the environment variable {self.password_env} instead")
+        if self.crawl is not None and (not self.crawl or "{" in self.crawl or "}" in self.crawl):
+            raise ValueError("crawl: must be a non-empty name without braces")
+        return self
 
 
 class CrawlConfig(_Section):

@@ -13,12 +13,13 @@ a resumed crawl carries on with them, so the file never gets a second, different
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pydantic import BaseModel
 
@@ -157,20 +158,47 @@ def make_format(output: OutputConfig, spider: Spider) -> ItemFormat:
 
 
 class OutputFile:
-    """Keeps one output file in step with a frontier's committed items."""
+    """Keeps one output file in step with a frontier's committed items.
 
-    def __init__(self, path: Path, frontier: Frontier, item_format: ItemFormat) -> None:
+    Its progress (the last item written, and the file's length then) is kept in the frontier
+    under ``state_key``. With ``shared``, other processes of the crawl on this machine may keep
+    the same file: the one that holds its lock writes it, the others wait their turn (taking
+    the lock at each sync), so that a writer that dies is followed at once by another, from the
+    progress it recorded.
+    """
+
+    def __init__(
+        self, path: Path, frontier: Frontier, item_format: ItemFormat, *, state_key: str | None = None,
+        shared: bool = False,
+    ) -> None:
         self.path = path
         self.frontier = frontier
         self.format = item_format
-        self._state_key = f"export:{path}"
-        self.last_id, self.offset = self._load_progress()
+        self._state_key = state_key or f"export:{path}"
+        self._lock: int | None = None
+        self._file: BinaryIO | None = None
+        self.last_id = self.offset = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "ab")  # noqa: SIM115 - kept open while the crawl runs
-            self._align()
+            if shared:
+                self._lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            self._take()
         except OSError as error:
             raise OutputError(f"{path}: cannot write the output file: {error.strerror}") from None
+
+    def _take(self) -> bool:
+        """Open the file to write, if this process may: whether it is open now."""
+        if self._file is not None:
+            return True
+        if self._lock is not None:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # another process of the crawl writes it
+        self.last_id, self.offset = self._load_progress()
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open while the crawl runs
+        self._align()
+        return True
 
     def _load_progress(self) -> tuple[int, int]:
         saved = self.frontier.get_state(self._state_key)
@@ -182,6 +210,7 @@ class OutputFile:
         return int(progress["last_id"]), int(progress["offset"])
 
     def _align(self) -> None:
+        assert self._file is not None
         size = os.fstat(self._file.fileno()).st_size
         if size > self.offset:
             # Bytes written after the last recorded progress: their items are written again below.
@@ -204,6 +233,9 @@ class OutputFile:
             raise OutputError(f"{self.path}: cannot write the output file: {error.strerror}") from None
 
     def _append_committed(self) -> int:
+        if not self._take():
+            return 0
+        assert self._file is not None
         written = 0
         while batch := self.frontier.items_after(self.last_id, _BATCH):
             header = self.format.header(json.loads(batch[0].data)) if self.offset == 0 else b""
@@ -222,4 +254,7 @@ class OutputFile:
         return written
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        if self._lock is not None:
+            os.close(self._lock)  # and with it the turn to write

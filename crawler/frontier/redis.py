@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,6 +109,8 @@ from .base import (
     crawl_is_finished,
 )
 
+logger = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 FINGERPRINT_SIZE = 16
 #: Bytes of a fingerprint that name its seen bucket; the rest is its record in the bucket.
@@ -117,6 +120,9 @@ BUCKETS = 256**BUCKET_PREFIX_SIZE
 # A dead server or network must fail the crawl's step, not hang it; scripts are short.
 _CONNECT_TIMEOUT = 10.0
 _REPLY_TIMEOUT = 60.0
+# Waiting for an unreachable server: the first retry after this many seconds, doubling up to the most.
+_FIRST_RETRY = 0.1
+_MOST_RETRY_WAIT = 5.0
 # Entry ids are written with this many digits, so that ids sort by their text as by their number.
 _ENTRY_DIGITS = 12
 
@@ -726,7 +732,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _translate(where: str, error: redis.RedisError) -> CheckpointError:
+def translate_redis_error(where: str, error: redis.RedisError) -> CheckpointError:
     """One line for what went wrong, as the checkpoint error it is."""
     message = str(error).split(" script: ", 1)[0]  # a script's error ends with its sha and line
     if isinstance(error, redis.AuthenticationError):
@@ -743,16 +749,57 @@ def _translate(where: str, error: redis.RedisError) -> CheckpointError:
 
 
 def _checkpoint_errors(method: Callable[P, R]) -> Callable[P, R]:
-    """Turn the client's errors into CheckpointError (the first argument has ``where``)."""
+    """Turn the client's errors into CheckpointError (the first argument has ``where``), after
+    waiting for an unreachable server as long as the first argument's ``patience`` says."""
 
     @functools.wraps(method)
     def translated(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except redis.RedisError as error:
-            raise _translate(getattr(args[0], "where"), error) from None
+        patience: _Patience | None = getattr(args[0], "patience", None)
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except redis.RedisError as error:
+                failure = translate_redis_error(getattr(args[0], "where"), error)
+                if patience is None or not isinstance(failure, CheckpointUnavailable) or not patience.wait(failure):
+                    raise failure from None
+            else:
+                if patience is not None:
+                    patience.answered()
+                return result
 
     return translated
+
+
+class _Patience:
+    """How long a crawl's steps wait for a server that cannot be reached, trying again with
+    backoff, before they fail: a restart or a network blip must not end a crawl. A step sent
+    again is safe: the steps that write check their leases' tokens (a completion whose first
+    sending was done comes back as stale) and dedupe what they add, and a lease whose answer was
+    lost is reclaimed when its time runs out. Said once when the wait begins and once when it
+    ends, not at every try."""
+
+    def __init__(self, where: str, seconds: float) -> None:
+        self.where = where
+        self.seconds = seconds
+        self._deadline: float | None = None
+        self._delay = _FIRST_RETRY
+
+    def wait(self, failure: CheckpointUnavailable) -> bool:
+        """Whether to try again (after sleeping), or give up now."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self.seconds
+            logger.warning("%s; waiting up to %gs for it to answer again", failure, self.seconds)
+        if now >= self._deadline:
+            return False
+        time.sleep(min(self._delay, self._deadline - now))
+        self._delay = min(2 * self._delay, _MOST_RETRY_WAIT)
+        return True
+
+    def answered(self) -> None:
+        if self._deadline is not None:
+            logger.warning("%s answers again", self.where)
+            self._deadline, self._delay = None, _FIRST_RETRY
 
 
 # -- backend, store, frontier ---------------------------------------------------------------------
@@ -765,7 +812,7 @@ class RedisBackend:
     is never written in a config file nor shown in a message: a URL with one is refused.
     """
 
-    def __init__(self, url: str, crawl: str, password: str | None = None) -> None:
+    def __init__(self, url: str, crawl: str, password: str | None = None, *, wait_for_server: float = 0.0) -> None:
         parts = urllib.parse.urlsplit(url)
         self.location = _without_password(parts)
         if parts.scheme not in ("redis", "rediss", "unix"):
@@ -779,6 +826,8 @@ class RedisBackend:
         self.url = url
         self.where = f"{self.location} (crawl {crawl})"
         self._password = password
+        #: How long a crawl's steps wait for the server when it cannot be reached (0: not at all).
+        self.wait_for_server = wait_for_server
 
     def connect(self) -> redis.Redis:
         """A client of its own. It never retries by itself: a step sent again after its answer
@@ -806,7 +855,7 @@ class RedisBackend:
             # The registry goes last: a discard cut short finds the spiders again.
             client.unlink(*self.keys.fixed)
         except redis.RedisError as error:
-            raise _translate(self.where, error) from None
+            raise translate_redis_error(self.where, error) from None
         finally:
             client.close()
 
@@ -816,7 +865,7 @@ class RedisBackend:
         try:
             return self._read_status(client, limits)
         except redis.RedisError as error:
-            raise _translate(self.where, error) from None
+            raise translate_redis_error(self.where, error) from None
         finally:
             client.close()
 
@@ -903,6 +952,7 @@ class RedisStore:
         self.where = backend.where
         self.owner = owner
         self.keys = backend.keys
+        self.wait_for_server = backend.wait_for_server
         self.lease_us = round(lease_time * 1_000_000)
         self.client = backend.connect()
         try:
@@ -976,6 +1026,7 @@ class RedisFrontier:
     def __init__(self, store: RedisStore, spider: str) -> None:
         self.spider = spider
         self.where = store.where
+        self.patience = _Patience(store.where, store.wait_for_server) if store.wait_for_server else None
         self._client = store.client
         self._scripts = store.scripts
         self._keys = store.spider_keys(spider)

@@ -25,7 +25,7 @@ from ..config import Config, SpiderConfig
 from ..engine import Crawl, CrawlResult, Engine
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
 from ..exporters import OutputFile, make_format
-from ..frontier.base import Backend, FrontierCounts, Limits, ResumeInfo, Store
+from ..frontier.base import Backend, Frontier, FrontierCounts, Limits, ResumeInfo, Store
 from ..frontier.sqlite import SQLiteBackend
 from ..http.sessions import PoolSizing
 from ..loader import load_spiders
@@ -39,6 +39,7 @@ from ..workers.threads import ThreadWorkers
 from ..politeness.robots import SharedRobotsFetch
 from .auth import SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
+from .owner import machine_slot
 from .wiring import SpiderWork, session_factory, spider_work
 
 if TYPE_CHECKING:
@@ -182,16 +183,37 @@ def backend_of(config: Config) -> Backend:
     match settings.backend:
         case "sqlite":
             return SQLiteBackend(config.resolve(settings.path))
+        case "redis":
+            from ..frontier.redis import RedisBackend  # redis-py is imported only by crawls that use it
+
+            assert settings.url is not None  # the config's validation requires it
+            return RedisBackend(
+                settings.url,
+                settings.crawl or config.base_dir.resolve().name,
+                password=os.environ.get(settings.password_env) or None,
+                wait_for_server=settings.wait_for_server,
+            )
 
 
-def open_checkpoint(config: Config, *, fresh: bool = False) -> Store:
-    """The config's checkpoint, locked, and checked to belong to the config's spiders.
+@contextlib.contextmanager
+def open_checkpoint(config: Config, *, fresh: bool = False) -> Iterator[Store]:
+    """The config's checkpoint, opened as this process's owner, and checked to belong to the
+    config's spiders.
 
     With ``fresh``, a checkpoint that is not usable, or one written for other spiders, is
     replaced: that is the explicit way to start over. Without it, such a checkpoint is an error.
     """
     backend = backend_of(config)
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    with contextlib.ExitStack() as stack:
+        if config.checkpoint.backend == "sqlite":
+            owner = f"{socket.gethostname()}:{os.getpid()}"  # its file lock says when it is gone
+        else:
+            owner = stack.enter_context(machine_slot(config.resolve(config.checkpoint.path).parent))
+        store = stack.enter_context(_opened(backend, owner, config, fresh))
+        yield store
+
+
+def _opened(backend: Backend, owner: str, config: Config, fresh: bool) -> Store:
     lease_time = config.checkpoint.lease_time
     spider_set = [entry.spider for entry in config.spiders]
     try:
@@ -369,9 +391,7 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
             stats = Stats()
             run.stats.append(stats)
             frontier = run.checkpoint.frontier(spider.name)
-            output = cleanup.enter_context(
-                contextlib.closing(OutputFile(config.output_path(spider.name), frontier, make_format(config.output, spider)))
-            )
+            output = cleanup.enter_context(contextlib.closing(_output_file(config, spider, frontier)))
             crawl = Crawl(spider, frontier, output, stats, limits=limits_of(config.spiders[index]))
             crawls.append(crawl)
             if config.crawl.processes > 1:
@@ -445,6 +465,17 @@ def _workers(
         # Each robots.txt fetched once for the whole crawl, not once per worker process.
         robots=SharedRobotsFetch() if config.robots.obey else None,
         counts=coordinator,
+    )
+
+
+def _output_file(config: Config, spider: Spider, frontier: Frontier) -> OutputFile:
+    path = config.output_path(spider.name)
+    if config.checkpoint.backend == "sqlite":
+        return OutputFile(path, frontier, make_format(config.output, spider))
+    # A checkpoint shared by machines: each machine keeps its own file, with its own progress,
+    # written by one of its processes at a time.
+    return OutputFile(
+        path, frontier, make_format(config.output, spider), state_key=f"export:{socket.gethostname()}:{path}", shared=True,
     )
 
 

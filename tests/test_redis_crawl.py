@@ -1,0 +1,189 @@
+"""Crawls whose checkpoint is on a Redis server shared by several ``crawler run`` processes.
+
+A real ``redis-server`` (tests/redis_server.py) and the practice site, served by this test
+process so that its counters say what every crawler process sent it. Each ``crawler run`` is a
+process of its own, as on separate machines: it joins the crawl by its name on the server.
+What decides is what the site served and what the output file holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from crawler.config import Config, load_config
+from crawler.exceptions import CheckpointError
+from crawler.practice import PracticeSite
+from crawler.runner import backend_of, limits_of, run_crawl
+
+from helpers import wait_until
+
+if TYPE_CHECKING:
+    from redis_server import RedisServer
+
+pytest_plugins = ["redis_server"]
+
+REPO = Path(__file__).resolve().parent.parent
+PRODUCTS_SPIDER = (REPO / "spiders" / "products.py").read_text(encoding="utf-8")
+LEASE_TIME = 2.0
+
+
+def redis_project(folder: Path, server: RedisServer, site: PracticeSite, *, workers: int = 4, crawl: str | None = None) -> Path:
+    (folder / "spiders").mkdir(parents=True, exist_ok=True)
+    (folder / "spiders" / "__init__.py").touch()
+    (folder / "spiders" / "products.py").write_text(PRODUCTS_SPIDER)
+    config = folder / "config.toml"
+    config.write_text(textwrap.dedent(
+        f"""
+        [[spiders]]
+        spider = "products"
+        args = {{ start_url = "{site.url}/" }}
+
+        [crawl]
+        workers = {workers}
+
+        [politeness]
+        concurrency = {workers * 3}
+
+        [checkpoint]
+        backend = "redis"
+        url = "{server.url}"
+        crawl = "{crawl or server.new_crawl()}"
+        lease_time = {LEASE_TIME}
+        """
+    ))
+    return config
+
+
+def output_ids(folder: Path) -> Counter[int]:
+    lines = (folder / "output" / "products.jsonl").read_text().splitlines()
+    return Counter(int(json.loads(line)["id"]) for line in lines)
+
+
+def pages_done(config: Config) -> int:
+    try:
+        spiders = backend_of(config).status({}).spiders
+    except CheckpointError:
+        return 0  # not made yet: no process has opened the crawl
+    return spiders[0].counts.done if spiders else 0
+
+
+@pytest.fixture
+def reaped() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes killed, whatever the test did, when it ends."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_run(folder: Path, name: str) -> subprocess.Popen[bytes]:
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    with open(logs / f"{name}.err", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "crawler.cli", "run", "config.toml"],
+            cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+        )
+
+
+def finished(proc: subprocess.Popen[bytes], folder: Path, name: str, timeout: float = 120.0) -> None:
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    err = (folder / "logs" / f"{name}.err").read_text(errors="replace")
+    assert code == 0, f"{name}: exit code {code}\n{err}"
+    assert "Traceback" not in err, err
+
+
+def test_a_crawl_on_redis_writes_every_item_once_and_says_it_is_finished(redis_server, tmp_path) -> None:
+    with PracticeSite(products=60, per_page=20) as site:
+        config = load_config(redis_project(tmp_path, redis_server, site))
+        report = run_crawl(config)
+        again = run_crawl(config)
+
+    assert report.results[0].finished and not report.interrupted
+    assert output_ids(tmp_path) == Counter(range(1, 61))
+    assert again.results[0].already_finished
+    status = backend_of(config).status({"products": limits_of(config.spiders[0])})
+    assert status.location == redis_server.url and status.running is None
+    assert status.spiders[0].finished and status.spiders[0].counts.done == report.whole_crawl.done
+
+
+def test_three_processes_share_one_crawl_each_page_fetched_once(redis_server, tmp_path, reaped) -> None:
+    with PracticeSite(products=150, per_page=10, latency=0.01) as site:
+        redis_project(tmp_path, redis_server, site)
+        runs = [start_run(tmp_path, f"run-{number}") for number in range(3)]
+        reaped.extend(runs)
+        for number, proc in enumerate(runs):
+            finished(proc, tmp_path, f"run-{number}")
+        hits = Counter({number: site.counters.hits(f"/product/{number}") for number in range(1, 151)})
+
+    assert set(hits.values()) == {1}, "each page fetched once by the whole cluster"
+    assert output_ids(tmp_path) == Counter(range(1, 151)), "each item written once"
+
+
+def test_one_of_three_killed_mid_crawl_loses_nothing_and_its_work_comes_back(redis_server, tmp_path, reaped) -> None:
+    with PracticeSite(products=200, per_page=10, latency=0.03) as site:
+        config = load_config(redis_project(tmp_path, redis_server, site))
+        runs = [start_run(tmp_path, f"run-{number}") for number in range(3)]
+        reaped.extend(runs)
+        wait_until(lambda: pages_done(config) >= 40, timeout=60)
+        os.killpg(runs[0].pid, signal.SIGKILL)
+        runs[0].wait()
+        killed_at = time.monotonic()
+        for number, proc in enumerate(runs[1:], start=1):
+            finished(proc, tmp_path, f"run-{number}")
+        took = time.monotonic() - killed_at
+
+    assert output_ids(tmp_path) == Counter(range(1, 201)), "nothing lost, nothing twice"
+    status = backend_of(config).status({})
+    assert status.spiders[0].finished and status.spiders[0].counts.in_flight == 0
+    # What the dead process held came back when its leases ran out, not at the end of time.
+    assert took < 60, took
+
+
+def test_every_process_killed_then_one_run_finishes_with_exactly_the_items(redis_server, tmp_path, reaped) -> None:
+    with PracticeSite(products=120, per_page=10, latency=0.03) as site:
+        config = load_config(redis_project(tmp_path, redis_server, site))
+        runs = [start_run(tmp_path, f"run-{number}") for number in range(2)]
+        reaped.extend(runs)
+        wait_until(lambda: pages_done(config) >= 30, timeout=60)
+        for proc in runs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        again = start_run(tmp_path, "resumed")
+        finished(again, tmp_path, "resumed")
+
+    assert output_ids(tmp_path) == Counter(range(1, 121))
+
+
+@pytest.mark.parametrize("url", ["redis://:secret@127.0.0.1:6379/0", "http://127.0.0.1:6379"])
+def test_a_redis_url_with_a_password_or_of_another_scheme_is_one_line_naming_the_field(tmp_path, url) -> None:
+    (tmp_path / "config.toml").write_text(
+        f'[[spiders]]\nspider = "products"\n\n[checkpoint]\nbackend = "redis"\nurl = "{url}"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "checkpoint" in lines[0] and "secret" not in lines[0], proc.stderr
