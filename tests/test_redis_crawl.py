@@ -39,7 +39,10 @@ PRODUCTS_SPIDER = (REPO / "spiders" / "products.py").read_text(encoding="utf-8")
 LEASE_TIME = 2.0
 
 
-def redis_project(folder: Path, server: RedisServer, site: PracticeSite, *, workers: int = 4, crawl: str | None = None) -> Path:
+def redis_project(
+    folder: Path, server: RedisServer, site: PracticeSite, *, workers: int = 4, crawl: str | None = None,
+    concurrency: int | None = None, delay: float = 0.0,
+) -> Path:
     (folder / "spiders").mkdir(parents=True, exist_ok=True)
     (folder / "spiders" / "__init__.py").touch()
     (folder / "spiders" / "products.py").write_text(PRODUCTS_SPIDER)
@@ -54,7 +57,8 @@ def redis_project(folder: Path, server: RedisServer, site: PracticeSite, *, work
         workers = {workers}
 
         [politeness]
-        concurrency = {workers * 3}
+        concurrency = {concurrency or workers * 3}
+        delay = {delay}
 
         [checkpoint]
         backend = "redis"
@@ -187,3 +191,44 @@ def test_a_redis_url_with_a_password_or_of_another_scheme_is_one_line_naming_the
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "checkpoint" in lines[0] and "secret" not in lines[0], proc.stderr
+
+
+def test_two_machines_keep_one_hosts_limits_together(redis_server, tmp_path, reaped) -> None:
+    # Two projects in two folders are two owners with files of their own, as two machines are;
+    # 4 workers each, 2 requests at a time to the host: kept per machine, the site would see 4.
+    crawl = redis_server.new_crawl()
+    machines = [tmp_path / "a", tmp_path / "b"]
+    with PracticeSite(products=60, per_page=10, latency=0.05) as site:
+        for folder in machines:
+            redis_project(folder, redis_server, site, workers=4, crawl=crawl, concurrency=2)
+        runs = [start_run(folder, "run") for folder in machines]
+        reaped.extend(runs)
+        for folder, proc in zip(machines, runs, strict=True):
+            finished(proc, folder, "run")
+        most_at_once = site.counters.max_concurrent
+        hits = Counter(site.counters.hits(f"/product/{number}") for number in range(1, 61))
+
+    assert most_at_once == 2
+    assert hits == Counter({1: 60}), "each page fetched once by the two machines together"
+    for folder in machines:  # each machine's own file, each item once
+        assert output_ids(folder) == Counter(range(1, 61))
+
+
+def test_the_delay_between_requests_to_a_host_holds_across_machines(redis_server, tmp_path, reaped) -> None:
+    delay, crawl = 0.15, redis_server.new_crawl()
+    machines = [tmp_path / "a", tmp_path / "b"]
+    with PracticeSite(products=12, per_page=6) as site:
+        for folder in machines:
+            redis_project(folder, redis_server, site, workers=2, crawl=crawl, concurrency=1, delay=delay)
+        runs = [start_run(folder, "run") for folder in machines]
+        reaped.extend(runs)
+        for folder, proc in zip(machines, runs, strict=True):
+            finished(proc, folder, "run")
+        arrivals = sorted(site.counters.arrivals("/product/"))
+
+    assert len(arrivals) == 12
+    # The server gives each start its time, one delay after the one before, whichever machine
+    # sends it; a request may reach the site a little late, so the gaps are checked loosely.
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * delay - 0.1
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    assert min(gaps) >= delay / 2, sorted(gaps)[:3]

@@ -23,10 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..items import RejectedItem
 from ..request import Request, fingerprint, host_key
+
+if TYPE_CHECKING:
+    from ..processing import HostControl
 
 
 #: State key set once a spider's start requests are all queued (see ``Crawl.is_finished``).
@@ -74,6 +77,9 @@ class Lease:
     attempts: int = 0
     token: int = 0
     spider: str = ""
+    #: Not to be started before this ``time.monotonic()`` (0: at once): where the backend spaces
+    #: a host's requests for the whole crawl, the start it gave this one.
+    not_before: float = 0.0
     _request: Request | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -100,7 +106,7 @@ class Lease:
         object.__setattr__(self, "_request", None)
 
 
-_LEASE_FIELDS = ("fingerprint", "data", "depth", "entry", "host", "attempts", "token", "spider")
+_LEASE_FIELDS = ("fingerprint", "data", "depth", "entry", "host", "attempts", "token", "spider", "not_before")
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +280,11 @@ class Store(Protocol):
         """Forget everything about one spider's crawl (``--fresh``)."""
 
     def frontier(self, spider: str) -> Frontier: ...
+
+    def host_control(self, local: HostControl) -> HostControl:
+        """Where what responses say about a host (a ``Retry-After``, a Crawl-delay) goes: to
+        ``local``, this process's scheduler, and wherever else the crawl's other processes
+        would hear of it."""
 
     def close(self) -> None: ...
 

@@ -28,6 +28,11 @@ are written with 12 digits (``000000000042``), so that they sort as numbers do::
     {crawl}:meta               hash    spider_set -> the spiders the checkpoint is for (JSON)
     {crawl}:spiders            hash    spider name -> N
     {crawl}:owners             hash    owner -> server time (us) it counts as alive until; gone on close
+    {crawl}:hosts              hash    each host's politeness, for every process of the crawl:
+                                       busy:<host> -> leases out (all spiders), next:<host> -> the
+                                       server time (us) its next request may start, paused:<host>
+                                       -> paused until (a Retry-After), floor:<host> -> its
+                                       robots.txt Crawl-delay (us)
     {crawl}:N:counts           hash    queued, in_flight, done, failed, items, rejected, refused
     {crawl}:N:seq              hash    entry, token, item, rejected -> the last id given out (kept on reset)
     {crawl}:N:entries          hash    entry id -> msgpack [fingerprint, host, priority, depth,
@@ -83,7 +88,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -110,6 +115,9 @@ from .base import (
 )
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from ..processing import HostControl
 
 SCHEMA_VERSION = 1
 FINGERPRINT_SIZE = 16
@@ -164,6 +172,10 @@ class CrawlKeys:
     @property
     def owners(self) -> str:
         return f"{self.tag}:owners"
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.tag}:hosts"
 
     @property
     def fixed(self) -> tuple[str, ...]:
@@ -259,9 +271,9 @@ end
 # order), the crawl's owners, then the script's own. ARGV: owner, lease time (us), then its own.
 _FRONTIER = _COMMON + f"""
 local COUNTS, SEQ, ENTRIES, LEASES, EXPIRY, DELAYED, READY = 1, 2, 3, 4, 5, 6, 7
-local FAILED, FAILED_KINDS, FAILED_STATUSES, ITEMS, REJECTED, STATE, OWNERS = 8, 9, 10, 11, 12, 13, 14
+local FAILED, FAILED_KINDS, FAILED_STATUSES, ITEMS, REJECTED, STATE, OWNERS, HOSTS = 8, 9, 10, 11, 12, 13, 14, 15
 local KINDS = {{'hash', 'hash', 'hash', 'hash', 'zset', 'zset', 'hash', 'zset', 'hash', 'hash',
-  'stream', 'stream', 'hash', 'hash'}}
+  'stream', 'stream', 'hash', 'hash', 'hash'}}
 -- the fields of an entry's record
 local FP, HOST, PRIORITY, DEPTH, ATTEMPTS, DATA, ERROR, KIND, STATUS = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local RECORD = {RECORD_SIZE}
@@ -300,9 +312,11 @@ local function holds(member, token) return redis.call('HGET', KEYS[LEASES], memb
 local function make_ready(queue, entry, member)
   if redis.call('ZADD', queue, -entry[PRIORITY], member) == 1 then redis.call('HINCRBY', KEYS[READY], entry[HOST], 1) end
 end
-local function unlease(member)
+-- A lease that ends gives its host's slot back, for the whole crawl.
+local function unlease(member, entry)
   redis.call('HDEL', KEYS[LEASES], member)
   redis.call('ZREM', KEYS[EXPIRY], member)
+  decrement(KEYS[HOSTS], 'busy:' .. entry[HOST], 1)
 end
 
 -- Retries whose time has come go to their host's queue: read first, moved by promote().
@@ -402,16 +416,24 @@ return number
 """
 
 _RESET = _COMMON + """
--- KEYS: the spider's fixed keys, then every seen bucket. ARGV: 1 to delete its id sequences too.
--- Its host queues are those its ``ready`` hash names.
-local SEQ, READY = 2, 7
+-- KEYS: the spider's fixed keys, then every seen bucket, then the crawl's hosts. ARGV: 1 to
+-- delete its id sequences too. Its host queues are those its ``ready`` hash names; the hosts
+-- get back the slots its leases held.
+local SEQ, ENTRIES, LEASES, READY = 2, 3, 4, 7
+local HOSTS = #KEYS
 local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'counts')
+if redis.call('TYPE', KEYS[LEASES]).ok == 'hash' and redis.call('TYPE', KEYS[HOSTS]).ok == 'hash' then
+  for _, member in ipairs(redis.call('HKEYS', KEYS[LEASES])) do
+    local ok, entry = pcall(cmsgpack.unpack, redis.call('HGET', KEYS[ENTRIES], member) or '')
+    if ok and type(entry) == 'table' and entry[2] then decrement(KEYS[HOSTS], 'busy:' .. entry[2], 1) end
+  end
+end
 local doomed = {}
 if redis.call('TYPE', KEYS[READY]).ok == 'hash' then
   for _, host in ipairs(redis.call('HKEYS', KEYS[READY])) do doomed[#doomed + 1] = prefix .. 'q:' .. host end
 end
 for index, key in ipairs(KEYS) do
-  if index ~= SEQ or ARGV[1] == '1' then doomed[#doomed + 1] = key end
+  if index ~= HOSTS and (index ~= SEQ or ARGV[1] == '1') then doomed[#doomed + 1] = key end
 end
 for first = 1, #doomed, 1000 do
   redis.call('UNLINK', unpack(doomed, first, math.min(first + 999, #doomed)))
@@ -435,7 +457,7 @@ for index = 1, #leases, 2 do
   end
 end
 for _, lease in ipairs(back) do
-  unlease(lease[1])
+  unlease(lease[1], lease[2])
   make_ready(lease[3], lease[2], lease[1])
 end
 -- Owners whose time is up left no live lease behind: forget them.
@@ -467,19 +489,30 @@ return redis.call('HGETALL', KEYS[READY])
 """
 
 _LEASE = _FRONTIER + """
--- ARGV from 3: host, how many pairs; KEYS from 15: each host's queue, in the same order.
--- Returns the token, then member, fingerprint, data, depth, host, attempts of each lease.
+-- ARGV 3, 4, 5: requests in flight to a host at most, the delay between two of its starts (us),
+-- and how far ahead (us) a start may be leased; then host, how many pairs. KEYS from 16: each
+-- host's queue, in the same order. A host gets what its limits for the whole crawl allow: none
+-- while paused, no more than the concurrency with the leases out everywhere, and with a delay,
+-- starts spaced by it (by its Crawl-delay if longer), each lease told how long to wait.
+-- Returns the token, then member, fingerprint, data, depth, host, attempts, wait (us) of each.
+local concurrency, delay, horizon = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local due = due_retries()
 local picks = {}
-for index = 0, (#ARGV - 2) / 2 - 1 do
-  local queue, host, want = KEYS[15 + index], ARGV[3 + 2 * index], tonumber(ARGV[4 + 2 * index])
+for index = 0, (#ARGV - 5) / 2 - 1 do
+  local queue, host, want = KEYS[16 + index], ARGV[6 + 2 * index], tonumber(ARGV[7 + 2 * index])
   expect(queue, 'zset')
-  picks[#picks + 1] = {queue = queue, host = host, want = want}
+  local busy = tonumber(redis.call('HGET', KEYS[HOSTS], 'busy:' .. host) or '0')
+  local gap = math.max(delay, tonumber(redis.call('HGET', KEYS[HOSTS], 'floor:' .. host) or '0'))
+  local start = math.max(now, tonumber(redis.call('HGET', KEYS[HOSTS], 'next:' .. host) or '0'))
+  want = math.min(want, concurrency - busy)
+  if tonumber(redis.call('HGET', KEYS[HOSTS], 'paused:' .. host) or '0') > now then want = 0 end
+  if gap > 0 then want = math.min(want, math.floor((now + horizon - start) / gap) + 1) end
+  picks[#picks + 1] = {queue = queue, host = host, want = math.max(want, 0), gap = gap, start = start}
 end
 promote(due)
 -- What each host hands out is read (and checked) before anything is leased.
 for _, pick in ipairs(picks) do
-  pick.members = redis.call('ZRANGE', pick.queue, 0, pick.want - 1)
+  pick.members = pick.want > 0 and redis.call('ZRANGE', pick.queue, 0, pick.want - 1) or {}
   pick.entries = {}
   for index, member in ipairs(pick.members) do pick.entries[index] = read_entry(member) end
 end
@@ -490,19 +523,39 @@ for _, pick in ipairs(picks) do
     local entry = pick.entries[index]
     redis.call('HSET', KEYS[LEASES], member, token .. ':' .. owner)
     redis.call('ZADD', KEYS[EXPIRY], deadline, member)
-    for _, value in ipairs({member, entry[FP], entry[DATA], entry[DEPTH], pick.host, entry[ATTEMPTS]}) do
+    local wait = pick.start + (index - 1) * pick.gap - now
+    for _, value in ipairs({member, entry[FP], entry[DATA], entry[DEPTH], pick.host, entry[ATTEMPTS], wait}) do
       out[#out + 1] = value
     end
   end
   if #pick.members > 0 then
     redis.call('ZREMRANGEBYRANK', pick.queue, 0, #pick.members - 1)
     decrement(KEYS[READY], pick.host, #pick.members)
+    redis.call('HINCRBY', KEYS[HOSTS], 'busy:' .. pick.host, #pick.members)
+    if pick.gap > 0 then
+      redis.call('HSET', KEYS[HOSTS], 'next:' .. pick.host, pick.start + #pick.members * pick.gap)
+    end
     count('queued', -#pick.members)
     count('in_flight', #pick.members)
   end
 end
 finish()
 return out
+"""
+
+_HOST_NEWS = _COMMON + """
+-- KEYS: the crawl's hosts. ARGV: host, seconds to pause it (us, '' for none), its Crawl-delay
+-- (us, '' for none). A pause only ever lengthens: another process may have paused it longer.
+expect(KEYS[1], 'hash')
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if ARGV[2] ~= '' then
+  local until_time = now + tonumber(ARGV[2])
+  if until_time > tonumber(redis.call('HGET', KEYS[1], 'paused:' .. ARGV[1]) or '0') then
+    redis.call('HSET', KEYS[1], 'paused:' .. ARGV[1], until_time)
+  end
+end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'floor:' .. ARGV[1], ARGV[3]) end
 """
 
 _RENEW = _FRONTIER + """
@@ -525,7 +578,7 @@ for index, member in ipairs(expired) do
   queues[index] = queue_of(entries[index][HOST])
 end
 for index, member in ipairs(expired) do
-  unlease(member)
+  unlease(member, entries[index])
   make_ready(queues[index], entries[index], member)
 end
 count('in_flight', -#expired)
@@ -549,7 +602,7 @@ for index = 3, #ARGV, 3 do
   end
 end
 for _, lease in ipairs(back) do
-  unlease(lease[1])
+  unlease(lease[1], lease[2])
   make_ready(lease[3], lease[2], lease[1])
 end
 count('in_flight', -#back)
@@ -607,7 +660,7 @@ end
 
 for _, outcome in ipairs(recorded) do
   local member, entry = outcome.member, outcome.entry
-  unlease(member)
+  unlease(member, entry)
   count('in_flight', -1)
   if outcome.kind == 'done' then
     redis.call('HDEL', KEYS[ENTRIES], member)
@@ -724,6 +777,7 @@ class _Scripts:
         self.complete = script(_COMPLETE)
         self.retry_failed = script(_RETRY_FAILED)
         self.failed = script(_FAILED, writes=False)
+        self.host_news = script(_HOST_NEWS)
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -805,6 +859,20 @@ class _Patience:
 # -- backend, store, frontier ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class HostPoliteness:
+    """The per-host limits every process of the crawl keeps together (``[politeness]``):
+    requests in flight to one host at most, and seconds between two starts. ``horizon``: how
+    far ahead a spaced start may be leased."""
+
+    concurrency: int = 1 << 30
+    delay: float = 0.0
+    horizon: float = 10.0
+
+    def script_args(self) -> list[int]:
+        return [self.concurrency, round(self.delay * 1_000_000), round(self.horizon * 1_000_000)]
+
+
 class RedisBackend:
     """A crawl named ``crawl`` on the Redis (or Valkey) server at ``url``.
 
@@ -812,7 +880,10 @@ class RedisBackend:
     is never written in a config file nor shown in a message: a URL with one is refused.
     """
 
-    def __init__(self, url: str, crawl: str, password: str | None = None, *, wait_for_server: float = 0.0) -> None:
+    def __init__(
+        self, url: str, crawl: str, password: str | None = None, *, wait_for_server: float = 0.0,
+        politeness: HostPoliteness = HostPoliteness(),
+    ) -> None:
         parts = urllib.parse.urlsplit(url)
         self.location = _without_password(parts)
         if parts.scheme not in ("redis", "rediss", "unix"):
@@ -828,6 +899,7 @@ class RedisBackend:
         self._password = password
         #: How long a crawl's steps wait for the server when it cannot be reached (0: not at all).
         self.wait_for_server = wait_for_server
+        self.politeness = politeness
 
     def connect(self) -> redis.Redis:
         """A client of its own. It never retries by itself: a step sent again after its answer
@@ -851,9 +923,9 @@ class RedisBackend:
             numbers = client.hvals(self.keys.spiders) if client.type(self.keys.spiders) == b"hash" else []
             for number in filter(bytes.isdigit, numbers):
                 spider = self.keys.spider(int(number))
-                scripts.reset(keys=[*spider.fixed, *spider.buckets()], args=[1])
+                scripts.reset(keys=[*spider.fixed, *spider.buckets(), self.keys.hosts], args=[1])
             # The registry goes last: a discard cut short finds the spiders again.
-            client.unlink(*self.keys.fixed)
+            client.unlink(self.keys.hosts, *self.keys.fixed)
         except redis.RedisError as error:
             raise translate_redis_error(self.where, error) from None
         finally:
@@ -953,6 +1025,7 @@ class RedisStore:
         self.owner = owner
         self.keys = backend.keys
         self.wait_for_server = backend.wait_for_server
+        self.politeness = backend.politeness
         self.lease_us = round(lease_time * 1_000_000)
         self.client = backend.connect()
         try:
@@ -985,10 +1058,21 @@ class RedisStore:
     @_checkpoint_errors
     def reset(self, spider: str) -> None:
         keys = self.spider_keys(spider)
-        self.scripts.reset(keys=[*keys.fixed, *keys.buckets()], args=[0])
+        self.scripts.reset(keys=[*keys.fixed, *keys.buckets(), self.keys.hosts], args=[0])
 
     def frontier(self, spider: str) -> RedisFrontier:
         return RedisFrontier(self, spider)
+
+    def host_control(self, local: HostControl) -> HostControl:
+        """What responses say about a host (a ``Retry-After``, a Crawl-delay), told to ``local``
+        (this process's scheduler) and to every process of the crawl."""
+        return _ClusterHosts(self, local)
+
+    @_checkpoint_errors
+    def tell_hosts(self, host: str, *, pause: float | None = None, crawl_delay: float | None = None) -> None:
+        self.scripts.host_news(keys=[self.keys.hosts], args=[
+            host, "" if pause is None else round(pause * 1_000_000), "" if crawl_delay is None else round(crawl_delay * 1_000_000),
+        ])
 
     def close(self) -> None:
         try:
@@ -1004,6 +1088,26 @@ class RedisStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _ClusterHosts:
+    """A ``HostControl`` that tells both this process's scheduler and the crawl's shared host
+    table; a Crawl-delay goes to the server only when it changes, as most requests repeat it."""
+
+    def __init__(self, store: RedisStore, local: HostControl) -> None:
+        self.store = store
+        self.local = local
+        self._delays: dict[str, float | None] = {}
+
+    def pause(self, name: str, seconds: float) -> None:
+        self.local.pause(name, seconds)
+        self.store.tell_hosts(name, pause=seconds)
+
+    def set_crawl_delay(self, name: str, seconds: float | None) -> None:
+        self.local.set_crawl_delay(name, seconds)
+        if self._delays.get(name, -1.0) != seconds:
+            self._delays[name] = seconds
+            self.store.tell_hosts(name, crawl_delay=seconds or 0.0)
 
 
 class _KeyList:
@@ -1030,7 +1134,8 @@ class RedisFrontier:
         self._client = store.client
         self._scripts = store.scripts
         self._keys = store.spider_keys(spider)
-        self._fixed = [*self._keys.fixed, store.keys.owners]
+        self._fixed = [*self._keys.fixed, store.keys.owners, store.keys.hosts]
+        self._politeness = store.politeness
         self._owner = [store.owner, store.lease_us]
         self.resume = self._resume()
 
@@ -1062,17 +1167,22 @@ class RedisFrontier:
 
     @_checkpoint_errors
     def lease(self, wants: Mapping[str, int]) -> list[Lease]:
-        keys, args = _KeyList(self._fixed), list(self._owner)
+        keys, args = _KeyList(self._fixed), [*self._owner, *self._politeness.script_args()]
+        head = len(args)
         for host, want in wants.items():
             if want > 0:
                 keys(self._keys.queue(host))
                 args += [host, want]
-        if len(args) == len(self._owner):
+        if len(args) == head:
             return []
         token, *fields = self._scripts.lease(keys=keys.keys, args=args)
+        now = time.monotonic()
         return [
-            Lease(fingerprint, data.decode(), depth, int(member), host.decode(), attempts, int(token), self.spider)
-            for member, fingerprint, data, depth, host, attempts in zip(*[iter(fields)] * 6, strict=True)
+            Lease(
+                fingerprint, data.decode(), depth, int(member), host.decode(), attempts, int(token), self.spider,
+                not_before=now + wait / 1_000_000 if wait > 0 else 0.0,
+            )
+            for member, fingerprint, data, depth, host, attempts, wait in zip(*[iter(fields)] * 7, strict=True)
         ]
 
     @_checkpoint_errors

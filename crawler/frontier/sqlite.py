@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed
 from ..items import RejectedItem
@@ -48,6 +48,9 @@ from .base import (
     StoredItem,
 )
 from .schema import SCHEMA_VERSION, check_integrity, check_schema, create, migrate
+
+if TYPE_CHECKING:
+    from ..processing import HostControl
 
 def lock_holder(path: Path) -> str | None:
     """Who holds the checkpoint's lock (a crawl running now), or None."""
@@ -192,6 +195,10 @@ class Checkpoint:
 
     def frontier(self, spider: str) -> SQLiteFrontier:
         return SQLiteFrontier(self, spider)
+
+    def host_control(self, local: HostControl) -> HostControl:
+        # One process holds the file: its scheduler is the whole crawl's.
+        return local
 
     def _release_lock(self) -> None:
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)

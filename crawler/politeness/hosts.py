@@ -128,7 +128,10 @@ class _Host:
     scheduled: bool = False  # has an entry in the ready heap
 
     def ready_at(self) -> float:
-        return max(self.next_start, self.paused_until)
+        # A lease may carry a start of its own: a shared checkpoint spaces the host's requests
+        # for every process of the crawl.
+        first = self.waiting[0].not_before if self.waiting else 0.0
+        return max(self.next_start, self.paused_until, first)
 
 
 class HostScheduler:

@@ -37,6 +37,7 @@ from ..workers import Workers
 from ..workers.processes import ProcessWorkers
 from ..workers.threads import ThreadWorkers
 from ..politeness.robots import SharedRobotsFetch
+from ..processing import HostControl
 from .auth import SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
 from .owner import machine_slot
@@ -184,14 +185,17 @@ def backend_of(config: Config) -> Backend:
         case "sqlite":
             return SQLiteBackend(config.resolve(settings.path))
         case "redis":
-            from ..frontier.redis import RedisBackend  # redis-py is imported only by crawls that use it
+            from ..frontier.redis import HostPoliteness, RedisBackend  # redis-py only for crawls that use it
 
             assert settings.url is not None  # the config's validation requires it
+            politeness = config.politeness
             return RedisBackend(
                 settings.url,
                 settings.crawl or config.base_dir.resolve().name,
                 password=os.environ.get(settings.password_env) or None,
                 wait_for_server=settings.wait_for_server,
+                # Kept by every process together: the server spaces and counts each host's requests.
+                politeness=HostPoliteness(politeness.concurrency, politeness.delay, settings.lease_time / 2),
             )
 
 
@@ -382,6 +386,7 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
     """Every spider's crawl at once, sharing the workers and the per-host limits."""
     config = run.config
     scheduler = HostScheduler(_host_limits(config), hold_back_new_hosts=config.robots.obey)
+    hosts = run.checkpoint.host_control(scheduler)
     crawls: list[Crawl] = []
     auths: list[SpiderAuth] = []
     works: dict[str, SpiderWork] = {}
@@ -399,7 +404,7 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
                 auth = build_spider_auth(config, index, spider, stats, run.environ, session_factory(config, run.pools, stats))
             else:
                 work = works[spider.name] = spider_work(
-                    config, index, spider, stats, run.stop, run.environ, run.pools, scheduler, seen=crawl.seen
+                    config, index, spider, stats, run.stop, run.environ, run.pools, hosts, seen=crawl.seen
                 )
                 cleanup.callback(work.close)
                 auth = work.auth
@@ -411,7 +416,7 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
                     run.reporter.already_finished(spider.name, frontier.counts())
                 else:
                     run.reporter.resuming(spider.name, frontier.resume)
-        workers = _workers(run, spiders, crawls, auths, scheduler, works, cleanup)
+        workers = _workers(run, spiders, crawls, auths, scheduler, hosts, works, cleanup)
         engine = Engine(
             crawls,
             workers,
@@ -434,6 +439,7 @@ def _workers(
     crawls: list[Crawl],
     auths: list[SpiderAuth],
     scheduler: HostScheduler,
+    hosts: HostControl,
     works: Mapping[str, SpiderWork],
     cleanup: contextlib.ExitStack,
 ) -> Workers:
@@ -454,7 +460,7 @@ def _workers(
         logging.getLogger("crawler").getEffectiveLevel(),
     )
     return ProcessWorkers(
-        child_main, (spec,), shares, scheduler=scheduler,
+        child_main, (spec,), shares, scheduler=scheduler, hosts=hosts,
         stats={crawl.name: crawl.stats for crawl in crawls}, stop=run.stop,
         logins={
             crawl.name: auth.auth.login

@@ -36,7 +36,7 @@ from ..exceptions import CrawlerError, LoginFailed
 from ..frontier.base import Lease
 from ..politeness.hosts import HostScheduler
 from ..politeness.robots import RobotsOutcome, SharedRobotsFetch
-from ..processing import Outcome
+from ..processing import HostControl, Outcome
 from ..seen import SeenFilter
 from ..stats import Stats
 from ..stopping import StopSignal
@@ -67,6 +67,7 @@ class ProcessWorkers:
         threads: Sequence[int],
         *,
         scheduler: HostScheduler,
+        hosts: HostControl | None = None,
         stats: Mapping[str, Stats],
         stop: StopSignal,
         logins: Mapping[str, LoginCoordinator],
@@ -79,6 +80,7 @@ class ProcessWorkers:
         self.args = args
         self.threads = threads
         self.scheduler = scheduler
+        self.hosts = hosts or scheduler  # what responses say about hosts (the scheduler, and more)
         self.stats = stats
         self.stop_signal = stop
         self.logins = logins
@@ -284,9 +286,9 @@ class _Coordinator:
                 for spider, changes in message[2].items():
                     self.pool.stats[spider].merge(changes)
             elif kind == "pause":
-                self.pool.scheduler.pause(message[1], message[2])
+                self.pool.hosts.pause(message[1], message[2])
             elif kind == "crawl_delay":
-                self.pool.scheduler.set_crawl_delay(message[1], message[2])
+                self.pool.hosts.set_crawl_delay(message[1], message[2])
             elif kind == "call" and message[2] == "robots":
                 self._ask_robots(message[1], *message[3])
             elif kind == "robots_fetched" and self.pool.robots is not None:
