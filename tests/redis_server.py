@@ -1,9 +1,9 @@
 """A real ``redis-server`` for tests, on a free loopback port of its own, and its pytest fixture.
 
 Never the machine's own Redis: a test server starts empty, keeps nothing on disk (``--save ''``,
-no append-only file), and goes away with the test session. A test module that needs it names this
-module in ``pytest_plugins`` (and imports from it only under TYPE_CHECKING: a plugin module
-imported before pytest registers it could not have its asserts rewritten). Each test uses a crawl
+no append-only file, unless a test gives it a folder for one), and goes away with the test
+session. tests/conftest.py registers this module as a plugin, so that its fixtures are there for
+every test module and its asserts are rewritten before any module imports it. Each test uses a crawl
 name of its own (``RedisServer.new_crawl``), so tests on the one server never see each other's
 keys; ``own_redis_server`` is a server for one test alone, for a test that looks at every key.
 
@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -32,8 +33,11 @@ _START_ATTEMPTS = 3  # a free port can be taken by someone else between finding 
 class RedisServer:
     """A ``redis-server`` process on 127.0.0.1, started by ``start`` and stopped by ``stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, data: Path | None = None) -> None:
         self.port = 0
+        #: With a folder: an append-only file there, synced at every write, so a restart (same
+        #: port, same folder) finds everything acknowledged. Without: nothing on disk.
+        self.data = data
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()
 
@@ -50,19 +54,41 @@ class RedisServer:
         return f"test-{uuid.uuid4().hex[:16]}"
 
     def start(self) -> RedisServer:
-        executable = server_binary()
         for _ in range(_START_ATTEMPTS):
             self.port = _free_port()
-            self._process = subprocess.Popen(
-                [executable, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1"],
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-            )
-            if self._answers():
+            if self._launch():
                 return self
-            self._end_process()
         self._log.seek(0)
         raise RuntimeError(f"redis-server did not start: {self._log.read()[-2000:].decode(errors='replace')}")
+
+    def restart(self, *, down_for: float = 0.0, killed: bool = False) -> None:
+        """Stop the server (SIGTERM, as a service manager does, or SIGKILL with ``killed``: it
+        writes nothing more), leave it down ``down_for`` seconds, and start it on its port again."""
+        assert self._process is not None
+        if killed:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+        else:
+            self._end_process()
+        time.sleep(down_for)
+        if not self._launch():
+            self._log.seek(0)
+            raise RuntimeError(f"redis-server did not start again: {self._log.read()[-2000:].decode(errors='replace')}")
+
+    def _launch(self) -> bool:
+        persistence = ["--appendonly", "no"]
+        if self.data is not None:
+            persistence = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data)]
+        self._process = subprocess.Popen(
+            [server_binary(), "--save", "", *persistence, "--port", str(self.port), "--bind", "127.0.0.1"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        if self._answers():
+            return True
+        self._end_process()
+        return False
 
     def _answers(self) -> bool:
         """Whether the server came up and answers PING (False: it exited, or never answered)."""

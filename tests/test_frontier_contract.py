@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,10 +29,8 @@ from crawler.frontier.redis import RedisBackend
 from crawler.items import RejectedItem
 from crawler.request import Request
 
-if TYPE_CHECKING:
-    from redis_server import RedisServer
+from redis_server import RedisServer
 
-pytest_plugins = ["redis_server"]
 
 BACKENDS = ["sqlite", "redis"]
 SPIDER = "books"

@@ -15,7 +15,6 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -30,10 +29,8 @@ from crawler.frontier.redis import BUCKETS, RECORD_SIZE, CheckpointUnavailable, 
 from crawler.items import RejectedItem
 from crawler.request import Request
 
-if TYPE_CHECKING:
-    from redis_server import RedisServer
+from redis_server import RedisServer
 
-pytest_plugins = ["redis_server"]
 
 SPIDER = "books"
 
