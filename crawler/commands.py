@@ -1,4 +1,4 @@
-"""The commands of ``crawler`` (run, check, list, status, retry-failed), once the entry point
+"""The commands of ``crawler`` (run, check, list, status, retry-failed, export), once the entry point
 in ``crawler.cli`` has made it safe to be interrupted: what they print, and the exit code each
 outcome gets (see ``crawler.cli`` for the codes)."""
 
@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--kind", action="append", default=[], metavar="KIND",
                        help="only those that failed with this error kind, e.g. ReadTimeout, "
                             "ConnectError, CallbackError (repeatable)")
+    export = commands.add_parser("export", help="write the output files from the checkpoint, on this machine")
+    export.add_argument("config", type=Path, metavar="CONFIG")
+    export.add_argument("--spider", metavar="NAME", help="only this spider's file")
     return parser
 
 
@@ -113,6 +116,17 @@ def _retry_failed(config: Config, args: argparse.Namespace, out: Console) -> int
     return EXIT_OK
 
 
+def _export(config: Config, args: argparse.Namespace, out: Console) -> int:
+    from .runner import export_outputs
+
+    for exported in export_outputs(config, args.spider):
+        if exported.busy:
+            out.print(f"{exported.spider}: {exported.path} is being written by a crawl on this machine; it keeps it up to date")
+        else:
+            out.print(f"{exported.spider}: {exported.path} is up to date ({exported.written} item{'s' if exported.written != 1 else ''} added)")
+    return EXIT_OK
+
+
 def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -> int:
     from .progress import TerminalReporter, print_summary
     from .runner import run_crawl
@@ -162,6 +176,8 @@ def run_command(argv: list[str] | None = None) -> int:
             return _status(config, out)
         if args.command == "retry-failed":
             return _retry_failed(config, args, out)
+        if args.command == "export":
+            return _export(config, args, out)
         return _run(config, args, out, err)
     except ConfigError as error:
         for problem in error.problems:

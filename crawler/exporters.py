@@ -186,6 +186,11 @@ class OutputFile:
         except OSError as error:
             raise OutputError(f"{path}: cannot write the output file: {error.strerror}") from None
 
+    @property
+    def writing(self) -> bool:
+        """Whether this process writes the file (with ``shared``, another may have the turn)."""
+        return self._file is not None
+
     def _take(self) -> bool:
         """Open the file to write, if this process may: whether it is open now."""
         if self._file is not None:

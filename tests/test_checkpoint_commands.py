@@ -326,3 +326,17 @@ def test_a_checkpoint_from_schema_4_keeps_failure_statuses_as_numbers(tmp_path: 
         assert frontier.failed_statuses() == {404: 1}
         (version,) = checkpoint.db.execute("PRAGMA user_version").fetchone()
     assert version == SCHEMA_VERSION == 6
+
+
+def test_export_writes_a_deleted_output_file_again_from_the_checkpoint(tmp_path) -> None:
+    with PracticeSite(products=30, per_page=10) as site:
+        write_project(tmp_path, site)
+        assert cli(tmp_path, "run", "config.toml").returncode == 0
+    output = tmp_path / "output" / "products.jsonl"
+    written = output.read_text()
+    output.unlink()
+
+    exported = cli(tmp_path, "export", "config.toml")
+    assert exported.returncode == 0, exported.stderr
+    assert "up to date (30 items added)" in exported.stdout
+    assert output.read_text() == written

@@ -252,3 +252,19 @@ def test_the_redis_server_killed_and_restarted_mid_crawl_loses_nothing(tmp_path,
     assert output_ids(tmp_path) == Counter(range(1, 121))
     logs = [(tmp_path / "logs" / f"run-{number}.err").read_text() for number in range(2)]
     assert any("waiting up to" in log and "answers again" in log for log in logs), logs
+
+
+def test_export_writes_a_machines_file_from_the_shared_checkpoint(redis_server, tmp_path) -> None:
+    # Another machine (another folder) joins after the crawl: `crawler export` gives it the file.
+    crawl = redis_server.new_crawl()
+    with PracticeSite(products=40, per_page=20) as site:
+        run_crawl(load_config(redis_project(tmp_path / "a", redis_server, site, crawl=crawl)))
+        redis_project(tmp_path / "b", redis_server, site, crawl=crawl)
+    for _ in range(2):  # the second time there is nothing to add
+        proc = subprocess.run(
+            [sys.executable, "-m", "crawler.cli", "export", "config.toml"], cwd=tmp_path / "b", capture_output=True,
+            text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert "up to date (0 items added)" in proc.stdout
+    assert output_ids(tmp_path / "b") == output_ids(tmp_path / "a") == Counter(range(1, 41))

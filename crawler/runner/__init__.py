@@ -474,6 +474,30 @@ def _workers(
     )
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What ``export_outputs`` did for one spider: ``written`` items appended to ``path``, or
+    nothing because a crawl process on this machine is writing that file (``busy``)."""
+
+    spider: str
+    path: Path
+    written: int
+    busy: bool = False
+
+
+def export_outputs(config: Config, only: str | None = None) -> list[Exported]:
+    """Bring each spider's output file up to date with the checkpoint's committed items, on
+    this machine (a file deleted or cut short is written again from the start)."""
+    spiders = load_spiders(config, only)
+    results = []
+    with open_checkpoint(config) as checkpoint:
+        for spider in spiders.values():
+            with contextlib.closing(_output_file(config, spider, checkpoint.frontier(spider.name))) as output:
+                written = output.sync()
+                results.append(Exported(spider.name, output.path, written, busy=not output.writing))
+    return results
+
+
 def _output_file(config: Config, spider: Spider, frontier: Frontier) -> OutputFile:
     path = config.output_path(spider.name)
     if config.checkpoint.backend == "sqlite":
