@@ -11,10 +11,11 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from http.cookiejar import Cookie
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import requests
 from requests.cookies import RequestsCookieJar, create_cookie, extract_cookies_to_jar, get_cookie_header
@@ -29,6 +30,33 @@ def domain_matches(host: str, domain: str) -> bool:
     domain = domain.lstrip(".").lower()
     host = host.lower()
     return host == domain or host.endswith("." + domain)
+
+
+def cookie_to_dict(cookie: Cookie) -> dict[str, Any]:
+    """A cookie as plain JSON data: what a saved jar holds, and what crosses between machines."""
+    return {
+        "name": cookie.name,
+        "value": cookie.value,
+        "domain": cookie.domain,
+        "path": cookie.path,
+        "secure": cookie.secure,
+        "expires": cookie.expires,
+        "domain_specified": cookie.domain_specified,
+        "rest": {"HttpOnly": None} if cookie.has_nonstandard_attr("HttpOnly") else {},
+    }
+
+
+def cookie_from_dict(entry: Mapping[str, Any]) -> Cookie:
+    """The cookie ``cookie_to_dict`` made ``entry`` of."""
+    return create_cookie(
+        entry["name"],
+        entry["value"],
+        domain=entry["domain"],
+        path=entry["path"],
+        secure=entry["secure"],
+        expires=entry["expires"],
+        rest=entry.get("rest", {}),
+    )
 
 
 class CrawlCookieJar(RequestsCookieJar):
@@ -133,19 +161,7 @@ class CrawlCookieJar(RequestsCookieJar):
 
     def save(self, path: Path) -> None:
         """Write the cookies to ``path``, readable by the owner only, atomically."""
-        cookies = [
-            {
-                "name": c.name,
-                "value": c.value,
-                "domain": c.domain,
-                "path": c.path,
-                "secure": c.secure,
-                "expires": c.expires,
-                "domain_specified": c.domain_specified,
-                "rest": {"HttpOnly": None} if c.has_nonstandard_attr("HttpOnly") else {},
-            }
-            for c in self
-        ]
+        cookies = [cookie_to_dict(cookie) for cookie in self]
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -164,18 +180,7 @@ class CrawlCookieJar(RequestsCookieJar):
         except (OSError, ValueError) as error:
             logger.warning("ignoring unreadable saved cookies in %s: %s", path, error)
             return 0
-        cookies = [
-            create_cookie(
-                entry["name"],
-                entry["value"],
-                domain=entry["domain"],
-                path=entry["path"],
-                secure=entry["secure"],
-                expires=entry["expires"],
-                rest=entry.get("rest", {}),
-            )
-            for entry in saved
-        ]
+        cookies = [cookie_from_dict(entry) for entry in saved]
         if live := [cookie for cookie in cookies if not cookie.is_expired()]:
             self.adopt_login(live)
         return len(live)

@@ -150,6 +150,36 @@ class SpiderLogin:
         return self.logged_out(response)
 
 
+def attempt_login(login: Login, new_session: Callable[[], requests.Session], stats: Stats) -> CookieJar:
+    """Log in with a session of its own, trying again (a few times) a login that was
+    interrupted; the cookies that login set. Counts ``login_retries``; raises LoginFailed when
+    refused, or when still interrupted after ``LOGIN_ATTEMPTS``. Whoever calls it makes the
+    login single-flight (``LoginCoordinator`` in one process, ``ClusterLogin`` across machines)."""
+
+    def log_in_once() -> CookieJar:
+        with new_session() as session:
+            login.log_in(session)
+            return session.cookies
+
+    def note_retry(state: RetryCallState) -> None:
+        stats.inc("login_retries")
+        logger.warning("%s; trying again", state.outcome.exception() if state.outcome else "login interrupted")
+
+    retrying = Retrying(
+        stop=stop_after_attempt(LOGIN_ATTEMPTS),
+        wait=wait_incrementing(_RETRY_WAIT, _RETRY_WAIT),
+        retry=retry_if_exception_type(LoginInterrupted),
+        before_sleep=note_retry,
+        retry_error_callback=_give_up,
+    )
+    return retrying(log_in_once)
+
+
+def _give_up(state: RetryCallState) -> NoReturn:
+    error = state.outcome.exception() if state.outcome else None
+    raise LoginFailed(f"{error}, {state.attempt_number} times: giving up") from None
+
+
 class SharedLogin(Protocol):
     """The crawl's one login, as the fetcher uses it (see ``LoginCoordinator``)."""
 
@@ -213,31 +243,6 @@ class LoginCoordinator:
     def is_logged_out(self, response: Response) -> bool:
         return self.login.is_logged_out(response)
 
-    def _attempt(self) -> CookieJar:
-        """Log in, trying again (a few times) a login that was interrupted; its cookies."""
-        retrying = Retrying(
-            stop=stop_after_attempt(LOGIN_ATTEMPTS),
-            wait=wait_incrementing(_RETRY_WAIT, _RETRY_WAIT),
-            retry=retry_if_exception_type(LoginInterrupted),
-            before_sleep=self._note_retry,
-            retry_error_callback=self._give_up,
-        )
-        return retrying(self._log_in_once)
-
-    def _log_in_once(self) -> CookieJar:
-        with self.new_session() as session:
-            self.login.log_in(session)
-            return session.cookies
-
-    def _note_retry(self, state: RetryCallState) -> None:
-        self.stats.inc("login_retries")
-        logger.warning("%s; trying again", state.outcome.exception() if state.outcome else "login interrupted")
-
-    @staticmethod
-    def _give_up(state: RetryCallState) -> NoReturn:
-        error = state.outcome.exception() if state.outcome else None
-        raise LoginFailed(f"{error}, {state.attempt_number} times: giving up") from None
-
     def log_in_unless_moved_on(self, seen: int) -> None:
         """Log in, unless a login happened since generation ``seen`` (or the login failed)."""
         with self._lock:
@@ -246,7 +251,7 @@ class LoginCoordinator:
             if self.cookies.generation != seen:
                 return  # another worker logged in since this request was sent
             try:
-                cookies = self._attempt()
+                cookies = attempt_login(self.login, self.new_session, self.stats)
             except LoginFailed as failure:
                 self._failure = failure
                 raise
