@@ -18,6 +18,8 @@ All assertions are on counts the server and the crawl report, never on timing.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -276,3 +278,57 @@ def test_a_wrong_password_stops_the_crawl_cleanly(
     assert stats["logins"] == 0, describe(stats)
     assert stats["member_pages_served"] == 0, describe(stats)
     assert output(config) == []
+
+
+def test_three_machines_sharing_a_redis_checkpoint_log_in_once_per_revocation(
+    django_site: DjangoSite, write_config, redis_server
+) -> None:
+    # Three `crawler run` processes, as on three machines: the crawl logs in once for all of
+    # them, and each revocation costs one re-login, whoever's request was turned away first.
+    django_site.reset(revoke_every=REVOKE_EVERY, pages=PAGES, **SLOW)
+    toml = f"""
+[[spiders]]
+spider = "django_members"
+args = {{ start_url = "{django_site.url}/members/1/" }}
+
+[spiders.login]
+url = "{django_site.url}/accounts/login/"
+csrf_field = "csrfmiddlewaretoken"
+env_fields = {{ username = "DJANGO_USER", password = "DJANGO_PASSWORD" }}
+
+[crawl]
+workers = 8
+
+[politeness]
+concurrency = 24
+
+[checkpoint]
+backend = "redis"
+url = "{redis_server.url}"
+crawl = "{redis_server.new_crawl()}"
+lease_time = 5
+"""
+    config = write_config(toml, spiders={"django_members": SPIDER})
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=config.base_dir,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        errors = [proc.communicate(timeout=120)[1].decode(errors="replace") for proc in runs]
+    finally:
+        for proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stats = django_site.stats()
+
+    assert [proc.returncode for proc in runs] == [0, 0, 0], errors
+    assert stats["revocations"] == REVOCATIONS, describe(stats)
+    assert stats["logins"] == 1 + REVOCATIONS, describe(stats)
+    assert stats["failed_logins"] == 0, describe(stats)
+    assert stats["member_pages_served"] == PAGES, describe(stats)
+    urls = crawled_urls(config)
+    assert urls == django_site.member_urls(PAGES), "each member page in the output once"

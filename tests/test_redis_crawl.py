@@ -136,8 +136,10 @@ def test_three_processes_share_one_crawl_each_page_fetched_once(redis_server, tm
         for number, proc in enumerate(runs):
             finished(proc, tmp_path, f"run-{number}")
         hits = Counter({number: site.counters.hits(f"/product/{number}") for number in range(1, 151)})
+        robots = site.counters.hits("/robots.txt")
 
     assert set(hits.values()) == {1}, "each page fetched once by the whole cluster"
+    assert robots == 1, "robots.txt fetched once for the crawl, not once per process"
     assert output_ids(tmp_path) == Counter(range(1, 151)), "each item written once"
 
 

@@ -82,6 +82,7 @@ a lost piece of the crawl, and persistence (RDB or AOF) as durable as the crawl 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -176,6 +177,20 @@ class CrawlKeys:
     @property
     def hosts(self) -> str:
         return f"{self.tag}:hosts"
+
+    # Shared by the crawl's processes beside the checkpoint (see crawler.frontier.redis_shared).
+    def login(self, spider: str) -> str:
+        return f"{self.tag}:login:{spider}"
+
+    def login_lock(self, spider: str) -> str:
+        return f"{self.login(spider)}:lock"
+
+    @property
+    def robots(self) -> str:
+        return f"{self.tag}:robots"
+
+    def robots_lock(self, url: str) -> str:
+        return f"{self.robots}:lock:{hashlib.sha256(url.encode()).hexdigest()[:32]}"
 
     @property
     def fixed(self) -> tuple[str, ...]:
@@ -920,12 +935,14 @@ class RedisBackend:
         client = self.connect()
         try:
             scripts = _Scripts(client)
-            numbers = client.hvals(self.keys.spiders) if client.type(self.keys.spiders) == b"hash" else []
-            for number in filter(bytes.isdigit, numbers):
-                spider = self.keys.spider(int(number))
-                scripts.reset(keys=[*spider.fixed, *spider.buckets(), self.keys.hosts], args=[1])
+            spiders = client.hgetall(self.keys.spiders) if client.type(self.keys.spiders) == b"hash" else {}
+            for name, number in spiders.items():
+                if number.isdigit():
+                    spider = self.keys.spider(int(number))
+                    scripts.reset(keys=[*spider.fixed, *spider.buckets(), self.keys.hosts], args=[1])
+                client.unlink(self.keys.login(name.decode()))
             # The registry goes last: a discard cut short finds the spiders again.
-            client.unlink(self.keys.hosts, *self.keys.fixed)
+            client.unlink(self.keys.hosts, self.keys.robots, *self.keys.fixed)
         except redis.RedisError as error:
             raise translate_redis_error(self.where, error) from None
         finally:
@@ -1027,6 +1044,8 @@ class RedisStore:
         self.wait_for_server = backend.wait_for_server
         self.politeness = backend.politeness
         self.lease_us = round(lease_time * 1_000_000)
+        self._backend = backend
+        self._shared_client: redis.Redis | None = None
         self.client = backend.connect()
         try:
             self.scripts = _Scripts(self.client)
@@ -1074,6 +1093,13 @@ class RedisStore:
             host, "" if pause is None else round(pause * 1_000_000), "" if crawl_delay is None else round(crawl_delay * 1_000_000),
         ])
 
+    def shared_client(self) -> redis.Redis:
+        """A client for the worker threads' calls (a login, a robots.txt), apart from the one
+        the crawl's steps go through."""
+        if self._shared_client is None:
+            self._shared_client = self._backend.connect()
+        return self._shared_client
+
     def close(self) -> None:
         try:
             # Gone: the leases it still holds come back at once to whoever opens the spider next.
@@ -1082,6 +1108,8 @@ class RedisStore:
             pass  # unreachable: the owner's time runs out after a lease time, with its leases
         finally:
             self.client.close()
+            if self._shared_client is not None:
+                self._shared_client.close()
 
     def __enter__(self) -> RedisStore:
         return self

@@ -13,13 +13,17 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
-from ..auth.login import LoginCoordinator
+import requests
+
+from ..auth.cluster import ClusterLogin
+from ..auth.cookies import CrawlCookieJar
+from ..auth.login import Login, LoginCoordinator, SharedLogin
 from ..callbacks import missing_callbacks
 from ..config import Config, SpiderConfig
 from ..engine import Crawl, CrawlResult, Engine
@@ -36,9 +40,9 @@ from ..stopping import StopSignal
 from ..workers import Workers
 from ..workers.processes import ProcessWorkers
 from ..workers.threads import ThreadWorkers
-from ..politeness.robots import SharedRobotsFetch
+from ..politeness.robots import RobotsFetch, SharedRobotsFetch
 from ..processing import HostControl
-from .auth import SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
+from .auth import LoginVia, SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
 from .owner import machine_slot
 from .wiring import SpiderWork, session_factory, spider_work
@@ -399,12 +403,16 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
             output = cleanup.enter_context(contextlib.closing(_output_file(config, spider, frontier)))
             crawl = Crawl(spider, frontier, output, stats, limits=limits_of(config.spiders[index]))
             crawls.append(crawl)
+            login_via, robots_via = _shared_by_machines(run, spider.name, stats)
             if config.crawl.processes > 1:
                 # The coordinator keeps the login (and its cookie file); worker processes fetch and parse.
-                auth = build_spider_auth(config, index, spider, stats, run.environ, session_factory(config, run.pools, stats))
+                auth = build_spider_auth(
+                    config, index, spider, stats, run.environ, session_factory(config, run.pools, stats), login_via=login_via
+                )
             else:
                 work = works[spider.name] = spider_work(
-                    config, index, spider, stats, run.stop, run.environ, run.pools, hosts, seen=crawl.seen
+                    config, index, spider, stats, run.stop, run.environ, run.pools, hosts, seen=crawl.seen,
+                    login_via=login_via, robots_via=robots_via,
                 )
                 cleanup.callback(work.close)
                 auth = work.auth
@@ -465,7 +473,7 @@ def _workers(
         logins={
             crawl.name: auth.auth.login
             for crawl, auth in zip(crawls, auths, strict=True)
-            if isinstance(auth.auth.login, LoginCoordinator)
+            if isinstance(auth.auth.login, (LoginCoordinator, ClusterLogin))
         },
         seen={crawl.name: crawl.seen for crawl in crawls},
         # Each robots.txt fetched once for the whole crawl, not once per worker process.
@@ -496,6 +504,24 @@ def export_outputs(config: Config, only: str | None = None) -> list[Exported]:
                 written = output.sync()
                 results.append(Exported(spider.name, output.path, written, busy=not output.writing))
     return results
+
+
+def _shared_by_machines(
+    run: _Run, spider: str, stats: Stats
+) -> tuple[LoginVia | None, Callable[[RobotsFetch], RobotsFetch] | None]:
+    """On a checkpoint every machine of the crawl shares (Redis): the spider's login, made once
+    for all of them and kept there with its cookies, and one fetch of each robots.txt."""
+    if run.config.checkpoint.backend != "redis":
+        return None, None
+    from ..frontier.redis_shared import login_board, robots_fetch
+
+    store = run.checkpoint
+
+    def login_via(login: Login, jar: CrawlCookieJar, new_session: Callable[[], requests.Session]) -> SharedLogin:
+        board = login_board(store, spider)  # type: ignore[arg-type] - a RedisStore, as the config says
+        return ClusterLogin(login, stats, board=board, cookies=jar, new_session=new_session, holder=store.owner)
+
+    return login_via, lambda fetch: robots_fetch(store, fetch, stats)  # type: ignore[arg-type]
 
 
 def _output_file(config: Config, spider: Spider, frontier: Frontier) -> OutputFile:

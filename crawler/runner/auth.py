@@ -69,9 +69,9 @@ def check_secrets(config: Config, environ: Mapping[str, str]) -> None:
         raise ConfigError(problems)
 
 
-#: Makes a spider's login shared with others: given the login (which tells a logged-out response)
-#: and the jar every worker of this process shares.
-LoginVia = Callable[[Login, CrawlCookieJar], SharedLogin]
+#: Makes a spider's login shared with others: given the login (which tells a logged-out response),
+#: the jar every worker of this process shares, and a way to make a session to log in with.
+LoginVia = Callable[[Login, CrawlCookieJar, Callable[[], requests.Session]], SharedLogin]
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def build_spider_auth(
     coordinator: SharedLogin | None = None
     path = None
     if login is not None and login_via is not None:
-        coordinator = login_via(login, jar)
+        coordinator = login_via(login, jar, lambda: new_session(CrawlCookieJar(entry.cookie_domain)))
     elif login is not None:
         path = cookie_file(config, spider.name)
         jar.load(path)

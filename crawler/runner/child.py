@@ -41,7 +41,7 @@ def child_main(connection: Connection, threads: int, spec: ChildSpec) -> None:
             spider, stats = spiders[index], Stats()
             works[spider.name] = spider_work(
                 spec.config, index, spider, stats, stop, spec.environ, spec.pools, hosts,
-                login_via=lambda login, jar, name=spider.name, stats=stats: RemoteLogin(name, login, jar, link, stats),
+                login_via=lambda login, jar, _, name=spider.name, stats=stats: RemoteLogin(name, login, jar, link, stats),
                 robots_via=lambda fetch, stats=stats: remote_robots(link, fetch, stats),
             )
     except CrawlerError as error:

@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ..auth.cluster import ClusterLogin
 from ..auth.login import LoginCoordinator
 from ..exceptions import CrawlerError, LoginFailed
 from ..frontier.base import Lease
@@ -70,7 +71,7 @@ class ProcessWorkers:
         hosts: HostControl | None = None,
         stats: Mapping[str, Stats],
         stop: StopSignal,
-        logins: Mapping[str, LoginCoordinator],
+        logins: Mapping[str, LoginCoordinator | ClusterLogin],
         seen: Mapping[str, SeenFilter],
         robots: SharedRobotsFetch | None = None,
         counts: Stats,
