@@ -34,7 +34,8 @@ from collections.abc import Iterator
 import redis
 
 from crawler.frontier import Entry
-from crawler.frontier.redis import BUCKETS, RedisBackend
+from crawler.frontier.redis import RedisBackend
+from crawler.frontier.redis_keys import BUCKETS
 from crawler.request import Request
 
 SPIDER = "memory_bench"

@@ -24,7 +24,7 @@ from crawler.auth.cookies import CrawlCookieJar
 from crawler.auth.login import FormLogin
 from crawler.frontier.redis_shared import RedisLoginBoard, RedisRobotsFetch
 from crawler.exceptions import LoginFailed, TransportError
-from crawler.frontier.redis import CrawlKeys
+from crawler.frontier.redis_keys import CrawlKeys
 from crawler.practice import PracticeSite
 from crawler.request import Request
 from crawler.stats import Stats

@@ -25,7 +25,8 @@ from helpers import lease_from
 from crawler.exceptions import CheckpointError
 from crawler.frontier import Completion, Entry, Frontier, FrontierCounts, Lease
 from crawler.frontier.base import Limits
-from crawler.frontier.redis import BUCKETS, RECORD_SIZE, CheckpointUnavailable, RedisBackend, SpiderKeys
+from crawler.frontier.redis import CheckpointUnavailable, RedisBackend
+from crawler.frontier.redis_keys import BUCKETS, RECORD_SIZE, SpiderKeys
 from crawler.items import RejectedItem
 from crawler.request import Request
 

@@ -37,7 +37,8 @@ from ..auth.cluster import KeepLocked, poll_delays
 from ..exceptions import CheckpointError
 from ..politeness.robots import RobotsFetch, _says_try_later
 from ..stats import Stats
-from .redis import CrawlKeys, RedisStore, translate_redis_error
+from .redis import RedisStore, translate_redis_error
+from .redis_keys import CrawlKeys
 
 logger = logging.getLogger(__name__)
 
