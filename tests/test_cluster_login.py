@@ -381,3 +381,18 @@ def test_a_fetcher_that_died_holding_the_lock_delays_the_fetch_by_its_ttl(cluste
         assert answers == [(200, ROBOTS.encode())] * (MACHINES * 4)
         assert site.counters.hits("/robots.txt") == 1
         assert total(machines, "robots:fetched") == 1
+
+
+def test_with_the_server_out_of_reach_robots_txt_is_fetched_all_the_same(tmp_path) -> None:
+    # robots.txt is public: a process that cannot ask the others fetches it itself, rather than
+    # fail the request that needed it.
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    stats = Stats()
+    with PracticeSite(products=10) as site:
+        site.robots.body = ROBOTS
+        answer = RedisRobotsFetch(unreachable, "nowhere", http_fetch, stats)(f"{site.url}/robots.txt")
+        hits = site.counters.hits("/robots.txt")
+    assert answer == (200, ROBOTS.encode()) and hits == 1 and stats.get("robots:fetched") == 1

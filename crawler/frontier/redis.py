@@ -416,13 +416,21 @@ class _ClusterHosts:
 
     def pause(self, name: str, seconds: float) -> None:
         self.local.pause(name, seconds)
-        self.store.tell_hosts(name, pause=seconds)
+        self._tell(name, pause=seconds)
 
     def set_crawl_delay(self, name: str, seconds: float | None) -> None:
         self.local.set_crawl_delay(name, seconds)
         if self._delays.get(name, -1.0) != seconds:
             self._delays[name] = seconds
-            self.store.tell_hosts(name, crawl_delay=seconds or 0.0)
+            self._tell(name, crawl_delay=seconds or 0.0)
+
+    def _tell(self, name: str, **news: float) -> None:
+        # Called by a worker about its request: a server out of reach must not fail the request.
+        # This process keeps the limit; the others learn it from their own requests.
+        try:
+            self.store.tell_hosts(name, **news)
+        except CheckpointError as error:
+            logger.warning("cannot tell the crawl's other processes about %s: %s", name, error)
 
 
 class _KeyList:

@@ -37,7 +37,7 @@ from ..auth.cluster import KeepLocked, poll_delays
 from ..exceptions import CheckpointError
 from ..politeness.robots import RobotsFetch, _says_try_later
 from ..stats import Stats
-from .redis import RedisStore, translate_redis_error
+from .redis import CheckpointUnavailable, RedisStore, translate_redis_error
 from .redis_keys import CrawlKeys
 
 logger = logging.getLogger(__name__)
@@ -168,8 +168,14 @@ class RedisRobotsFetch:
         holder = uuid.uuid4().hex  # this one fetch's, so that only it lets its lock go
         delays = poll_delays()
         while True:
-            with _checkpoint_errors(self.where):
-                reply = self._ask(keys=[self.keys.robots, lock], args=[url, holder, _milliseconds(self.lock_ttl)])
+            try:
+                with _checkpoint_errors(self.where):
+                    reply = self._ask(keys=[self.keys.robots, lock], args=[url, holder, _milliseconds(self.lock_ttl)])
+            except CheckpointUnavailable as error:
+                # robots.txt is public: fetched once more than needed is better than a request failed.
+                logger.warning("%s; fetching %s without the other processes", error, url)
+                self.stats.inc("robots:fetched")
+                return self.fetch(url)
             if isinstance(reply, bytes):
                 return self._decoded(url, reply)
             if reply == 1:
