@@ -270,3 +270,42 @@ def test_export_writes_a_machines_file_from_the_shared_checkpoint(redis_server, 
         assert proc.returncode == 0, proc.stderr
     assert "up to date (0 items added)" in proc.stdout
     assert output_ids(tmp_path / "b") == output_ids(tmp_path / "a") == Counter(range(1, 41))
+
+
+def test_a_process_started_again_in_its_place_takes_its_own_leases_back_at_once(redis_server, tmp_path, reaped) -> None:
+    # Leases last 30 s here: a run that finishes well within that took back the dead process's
+    # leases when it started (the same machine slot is the same owner), not when they expired.
+    with PracticeSite(products=100, per_page=10, latency=0.05) as site:
+        config_path = redis_project(tmp_path, redis_server, site)
+        config_path.write_text(config_path.read_text().replace(f"lease_time = {LEASE_TIME}", "lease_time = 30"))
+        config = load_config(config_path)
+        first = start_run(tmp_path, "first")
+        reaped.append(first)
+        wait_until(lambda: pages_done(config) >= 20, timeout=60)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        started = time.monotonic()
+        report = run_crawl(config)
+        took = time.monotonic() - started
+
+    assert report.results[0].finished
+    assert output_ids(tmp_path) == Counter(range(1, 101))
+    assert took < 20, took
+
+
+def test_worker_processes_on_each_machine_share_the_crawl_too(redis_server, tmp_path, reaped) -> None:
+    crawl = redis_server.new_crawl()
+    machines = [tmp_path / "a", tmp_path / "b"]
+    with PracticeSite(products=80, per_page=10, latency=0.01) as site:
+        for folder in machines:
+            path = redis_project(folder, redis_server, site, crawl=crawl)
+            path.write_text(path.read_text().replace("[crawl]\n", "[crawl]\nprocesses = 2\n"))
+        runs = [start_run(folder, "run") for folder in machines]
+        reaped.extend(runs)
+        for folder, proc in zip(machines, runs, strict=True):
+            finished(proc, folder, "run")
+        hits = Counter(site.counters.hits(f"/product/{number}") for number in range(1, 81))
+
+    assert hits == Counter({1: 80})
+    for folder in machines:
+        assert output_ids(folder) == Counter(range(1, 81))
