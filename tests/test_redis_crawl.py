@@ -305,7 +305,9 @@ def test_worker_processes_on_each_machine_share_the_crawl_too(redis_server, tmp_
         for folder, proc in zip(machines, runs, strict=True):
             finished(proc, folder, "run")
         hits = Counter(site.counters.hits(f"/product/{number}") for number in range(1, 81))
+        robots = site.counters.hits("/robots.txt")
 
     assert hits == Counter({1: 80})
+    assert robots == 1, "robots.txt once for the crawl, not once per machine"
     for folder in machines:
         assert output_ids(folder) == Counter(range(1, 81))

@@ -3,7 +3,7 @@ from the same config as the coordinator's, with the coordinator's logins and hos
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -13,7 +13,8 @@ from ..http.sessions import PoolSizing
 from ..loader import load_spiders
 from ..stats import Stats
 from ..stopping import StopSignal
-from ..workers.child import RemoteHosts, RemoteLogin, prepare_child, remote_robots, serve_coordinator
+from ..politeness.robots import RobotsFetch
+from ..workers.child import ChildLink, RemoteHosts, RemoteLogin, prepare_child, remote_robots, serve_coordinator
 from .wiring import SpiderWork, spider_work
 
 
@@ -37,12 +38,13 @@ def child_main(connection: Connection, threads: int, spec: ChildSpec) -> None:
     works: dict[str, SpiderWork] = {}
     try:
         spiders = load_spiders(spec.config)
+        robots_via = _robots_via(spec.config, link)
         for index in spec.spiders:
             spider, stats = spiders[index], Stats()
             works[spider.name] = spider_work(
                 spec.config, index, spider, stats, stop, spec.environ, spec.pools, hosts,
                 login_via=lambda login, jar, _, name=spider.name, stats=stats: RemoteLogin(name, login, jar, link, stats),
-                robots_via=lambda fetch, stats=stats: remote_robots(link, fetch, stats),
+                robots_via=lambda fetch, stats=stats: robots_via(fetch, stats),
             )
     except CrawlerError as error:
         link.send(("failed", error))
@@ -58,3 +60,17 @@ def child_main(connection: Connection, threads: int, spec: ChildSpec) -> None:
     finally:
         for work in works.values():
             work.close()
+
+
+def _robots_via(config: Config, link: ChildLink) -> Callable[[RobotsFetch, Stats], RobotsFetch]:
+    """How a worker process fetches a robots.txt once for the crawl: through its coordinator,
+    or, on a checkpoint every machine shares (Redis), through the server, which makes it once
+    for every process of every machine."""
+    if config.checkpoint.backend != "redis":
+        return lambda fetch, stats: remote_robots(link, fetch, stats)
+    from ..frontier.redis_shared import RedisRobotsFetch
+    from . import backend_of
+
+    backend = backend_of(config)
+    client = backend.connect()  # type: ignore[attr-defined] - a RedisBackend, as the config says
+    return lambda fetch, stats: RedisRobotsFetch(client, backend.keys.crawl, fetch, stats)  # type: ignore[attr-defined]
