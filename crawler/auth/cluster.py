@@ -30,10 +30,9 @@ from typing import Any, Protocol
 import requests
 
 from ..exceptions import CheckpointError, LoginFailed
-from ..response import Response
 from ..stats import Stats
 from .cookies import CrawlCookieJar, cookie_from_dict, cookie_to_dict
-from .login import Login, attempt_login
+from .login import Login, SingleFlightLogin, attempt_login
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class ClusterLogin:
+class ClusterLogin(SingleFlightLogin):
     """``SharedLogin`` for one process of a crawl whose login all its processes share.
 
     ``cookies`` is this process's jar (every worker's session holds it). It starts empty: the
@@ -141,32 +140,11 @@ class ClusterLogin:
     ) -> None:
         if lock_ttl <= 0:
             raise ValueError("lock_ttl must be > 0 seconds")
-        self.login = login
-        self.stats = stats
+        super().__init__(login, stats, cookies)
         self.board = board
-        self.cookies = cookies
         self.new_session = new_session
         self.holder = holder or default_holder()
         self.lock_ttl = lock_ttl
-        self._failure: LoginFailed | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def generation(self) -> int:
-        return self.cookies.generation
-
-    def ensure(self) -> None:
-        """Take the cluster's login, or log in if it has none yet."""
-        if self.cookies.generation == 0 or self._failure is not None:
-            self.log_in_unless_moved_on(seen=0)
-
-    def relogin(self, seen: int) -> None:
-        """The response to a request sent under generation ``seen`` said logged out."""
-        self.stats.inc("logged_out_responses")
-        self.log_in_unless_moved_on(seen)
-
-    def is_logged_out(self, response: Response) -> bool:
-        return self.login.is_logged_out(response)
 
     def log_in_unless_moved_on(self, seen: int) -> None:
         """Adopt the cluster's login if it is newer than generation ``seen``; else log in, once

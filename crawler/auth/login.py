@@ -196,7 +196,41 @@ class SharedLogin(Protocol):
     def is_logged_out(self, response: Response) -> bool: ...
 
 
-class LoginCoordinator:
+class SingleFlightLogin:
+    """What every ``SharedLogin`` of ours has in common: the jar every worker shares, whose
+    generation is the login's, and one call at a time to ``log_in_unless_moved_on``, which
+    logs in only if no login happened since the generation a request was sent under; a failed
+    login is remembered and raised again."""
+
+    def __init__(self, login: Login, stats: Stats, cookies: CrawlCookieJar) -> None:
+        self.login = login
+        self.stats = stats
+        self.cookies = cookies
+        self._failure: LoginFailed | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        return self.cookies.generation
+
+    def ensure(self) -> None:
+        """Log in, unless the crawl already has (or restored a saved login)."""
+        if self.cookies.generation == 0 or self._failure is not None:
+            self.log_in_unless_moved_on(seen=0)
+
+    def relogin(self, seen: int) -> None:
+        """The response to a request sent under generation ``seen`` said logged out."""
+        self.stats.inc("logged_out_responses")
+        self.log_in_unless_moved_on(seen)
+
+    def is_logged_out(self, response: Response) -> bool:
+        return self.login.is_logged_out(response)
+
+    def log_in_unless_moved_on(self, seen: int) -> None:
+        raise NotImplementedError
+
+
+class LoginCoordinator(SingleFlightLogin):
     """Single-flight login and re-login for one crawl.
 
     Each login runs in a session of its own, with a private cookie jar, and only its result is
@@ -218,30 +252,9 @@ class LoginCoordinator:
         new_session: Callable[[], requests.Session],
         on_login: Callable[[], None] = lambda: None,
     ) -> None:
-        self.login = login
-        self.stats = stats
-        self.cookies = cookies
+        super().__init__(login, stats, cookies)
         self.new_session = new_session
         self.on_login = on_login
-        self._failure: LoginFailed | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def generation(self) -> int:
-        return self.cookies.generation
-
-    def ensure(self) -> None:
-        """Log in, unless the crawl already has (or restored a saved login)."""
-        if self.cookies.generation == 0 or self._failure is not None:
-            self.log_in_unless_moved_on(seen=0)
-
-    def relogin(self, seen: int) -> None:
-        """The response to a request sent under generation ``seen`` said logged out."""
-        self.stats.inc("logged_out_responses")
-        self.log_in_unless_moved_on(seen)
-
-    def is_logged_out(self, response: Response) -> bool:
-        return self.login.is_logged_out(response)
 
     def log_in_unless_moved_on(self, seen: int) -> None:
         """Log in, unless a login happened since generation ``seen`` (or the login failed)."""

@@ -23,7 +23,7 @@ import requests
 
 from ..auth.cluster import ClusterLogin
 from ..auth.cookies import CrawlCookieJar
-from ..auth.login import Login, LoginCoordinator, SharedLogin
+from ..auth.login import Login, SharedLogin, SingleFlightLogin
 from ..callbacks import missing_callbacks
 from ..config import Config, SpiderConfig
 from ..engine import Crawl, CrawlResult, Engine
@@ -473,7 +473,7 @@ def _workers(
         logins={
             crawl.name: auth.auth.login
             for crawl, auth in zip(crawls, auths, strict=True)
-            if isinstance(auth.auth.login, (LoginCoordinator, ClusterLogin))
+            if isinstance(auth.auth.login, SingleFlightLogin)
         },
         seen={crawl.name: crawl.seen for crawl in crawls},
         # Each robots.txt fetched once for the whole crawl, not once per worker process.

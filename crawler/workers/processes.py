@@ -31,8 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..auth.cluster import ClusterLogin
-from ..auth.login import LoginCoordinator
+from ..auth.login import SingleFlightLogin
 from ..exceptions import CrawlerError, LoginFailed
 from ..frontier.base import Lease
 from ..politeness.hosts import HostScheduler
@@ -71,7 +70,7 @@ class ProcessWorkers:
         hosts: HostControl | None = None,
         stats: Mapping[str, Stats],
         stop: StopSignal,
-        logins: Mapping[str, LoginCoordinator | ClusterLogin],
+        logins: Mapping[str, SingleFlightLogin],
         seen: Mapping[str, SeenFilter],
         robots: SharedRobotsFetch | None = None,
         counts: Stats,
