@@ -42,7 +42,7 @@ _COMMIT_BATCH = 512
 # After the first result arrives, wait this long for more before committing. Committing each page
 # on its own means a dozen SQLite calls per page, each a GIL hand-off with every worker; workers
 # do not starve meanwhile: the engine keeps the host scheduler topped up (see _lease_more).
-_COMMIT_GATHER = 0.01
+COMMIT_GATHER = 0.01
 _OUTPUT_SYNC_INTERVAL = 1.0
 # How long the engine waits when it holds nothing (all queued work waits for a retry time).
 _IDLE_WAIT = 0.05
@@ -229,8 +229,10 @@ class Engine:
         shutdown_grace: float,
         stop: StopSignal,
         lease_time: float = 60.0,
+        commit_gather: float = COMMIT_GATHER,
     ) -> None:
         self.crawls = list(crawls)
+        self.commit_gather = commit_gather
         self.workers = workers
         self.scheduler = scheduler
         self.concurrency = concurrency
@@ -369,7 +371,7 @@ class Engine:
         except queue.Empty:
             return []
         if self._results.qsize() < self.concurrency:
-            time.sleep(_COMMIT_GATHER)
+            time.sleep(self.commit_gather)
         while len(batch) < _COMMIT_BATCH:
             try:
                 batch.append(self._results.get_nowait())

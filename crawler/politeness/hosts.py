@@ -146,10 +146,17 @@ class HostScheduler:
         limits: HostLimits,
         *,
         hold_back_new_hosts: bool = False,
+        most_held: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
         self._hold_back_new_hosts = hold_back_new_hosts
+        # Leases of one host this scheduler holds at most, waiting or in flight: by default
+        # enough to keep its slots busy between two of the engine's rounds. Where the host's
+        # slots are the whole crawl's (a checkpoint shared by processes), a lease waiting here
+        # keeps a slot from another process's idle worker: then no more than this process can
+        # start at once.
+        self._most_held = 4 * limits.concurrency if most_held is None else most_held
         self._clock = clock
         self._hosts: dict[str, _Host] = {}
         # (time the host is ready, tie-breaker, host): hosts with waiting work and a free slot.
@@ -233,7 +240,7 @@ class HostScheduler:
     def rooms(self, names: Iterable[str]) -> dict[str, int]:
         """How many more leases each host may have waiting: enough to keep its slots busy
         between two of the engine's rounds, none while it is paused."""
-        cap = 4 * self.limits.concurrency
+        cap = self._most_held
         now = self._clock()
         with self._condition:
             rooms = {}

@@ -26,7 +26,7 @@ from ..auth.cookies import CrawlCookieJar
 from ..auth.login import Login, SharedLogin, SingleFlightLogin
 from ..callbacks import missing_callbacks
 from ..config import Config, SpiderConfig
-from ..engine import Crawl, CrawlResult, Engine
+from ..engine import COMMIT_GATHER, Crawl, CrawlResult, Engine
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
 from ..exporters import OutputFile, make_format
 from ..frontier.base import Backend, Frontier, FrontierCounts, Limits, ResumeInfo, Store
@@ -389,7 +389,12 @@ def _forget(config: Config, checkpoint: Store, spider: str) -> None:
 def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
     """Every spider's crawl at once, sharing the workers and the per-host limits."""
     config = run.config
-    scheduler = HostScheduler(_host_limits(config), hold_back_new_hosts=config.robots.obey)
+    shared = config.checkpoint.backend == "redis"
+    scheduler = HostScheduler(
+        _host_limits(config), hold_back_new_hosts=config.robots.obey,
+        # A host's slots are the whole crawl's: hold no more leases than this process's workers.
+        most_held=config.crawl.workers if shared else None,
+    )
     hosts = run.checkpoint.host_control(scheduler)
     crawls: list[Crawl] = []
     auths: list[SpiderAuth] = []
@@ -433,6 +438,9 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
             shutdown_grace=config.crawl.shutdown_grace,
             stop=run.stop,
             lease_time=config.checkpoint.lease_time,
+            # A shared checkpoint holds a host's slot from lease to commit: commit at once, so
+            # that another lease (here or on another machine) can have it.
+            commit_gather=0.0 if shared else COMMIT_GATHER,
         )
         try:
             with run.reporter.crawling(crawls):
