@@ -396,3 +396,17 @@ def test_with_the_server_out_of_reach_robots_txt_is_fetched_all_the_same(tmp_pat
         answer = RedisRobotsFetch(unreachable, "nowhere", http_fetch, stats)(f"{site.url}/robots.txt")
         hits = site.counters.hits("/robots.txt")
     assert answer == (200, ROBOTS.encode()) and hits == 1 and stats.get("robots:fetched") == 1
+
+
+def test_a_login_asked_for_while_the_server_restarts_waits_for_it(tmp_path) -> None:
+    server = RedisServer(tmp_path).start()
+    try:
+        board = RedisLoginBoard(server.client(), "restarting", SPIDER, wait_for_server=10)
+        answers: list[object] = []
+        asking = threading.Thread(target=lambda: (time.sleep(0.3), answers.append(board.try_lock("me", 5))))
+        asking.start()
+        server.restart(down_for=1.0, killed=True)  # the ask lands while the server is down
+        asking.join(15)
+    finally:
+        server.stop()
+    assert answers == [True]

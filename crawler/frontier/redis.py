@@ -104,13 +104,13 @@ def translate_redis_error(where: str, error: redis.RedisError) -> CheckpointErro
     return CheckpointWriteFailed(f"{where}: the server refused the step ({message})")
 
 
-def _checkpoint_errors(method: Callable[P, R]) -> Callable[P, R]:
+def checkpoint_errors(method: Callable[P, R]) -> Callable[P, R]:
     """Turn the client's errors into CheckpointError (the first argument has ``where``), after
     waiting for an unreachable server as long as the first argument's ``patience`` says."""
 
     @functools.wraps(method)
     def translated(*args: P.args, **kwargs: P.kwargs) -> R:
-        patience: _Patience | None = getattr(args[0], "patience", None)
+        patience: Patience | None = getattr(args[0], "patience", None)
         while True:
             try:
                 result = method(*args, **kwargs)
@@ -126,7 +126,7 @@ def _checkpoint_errors(method: Callable[P, R]) -> Callable[P, R]:
     return translated
 
 
-class _Patience:
+class Patience:
     """How long a crawl's steps wait for a server that cannot be reached, trying again with
     backoff, before they fail: a restart or a network blip must not end a crawl. A step sent
     again is safe: the steps that write check their leases' tokens (a completion whose first
@@ -341,11 +341,11 @@ class RedisStore:
             self.client.close()
             raise
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def _open(self) -> None:
         self.scripts.open(keys=list(self.keys.fixed), args=[SCHEMA_VERSION, self.owner, self.lease_us])
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def claim_spider_set(self, spiders: list[str]) -> None:
         wanted = json.dumps(sorted(spiders))
         with self.client.pipeline(transaction=True) as pipe:
@@ -356,12 +356,12 @@ class RedisStore:
                 f"{', '.join(sorted(spiders))}; use --fresh to start over, or another crawl name"
             )
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def spider_keys(self, spider: str) -> SpiderKeys:
         """The keys of ``spider``, which is given a number now if it has none yet."""
         return self.keys.spider(int(self.scripts.spider_number(keys=[self.keys.spiders], args=[spider])))
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def reset(self, spider: str) -> None:
         keys = self.spider_keys(spider)
         self.scripts.reset(keys=[*keys.fixed, *keys.buckets(), self.keys.hosts], args=[0])
@@ -374,7 +374,7 @@ class RedisStore:
         (this process's scheduler) and to every process of the crawl."""
         return _ClusterHosts(self, local)
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def tell_hosts(self, host: str, *, pause: float | None = None, crawl_delay: float | None = None) -> None:
         self.scripts.host_news(keys=[self.keys.hosts], args=[
             host, "" if pause is None else round(pause * 1_000_000), "" if crawl_delay is None else round(crawl_delay * 1_000_000),
@@ -453,7 +453,7 @@ class RedisFrontier:
     def __init__(self, store: RedisStore, spider: str) -> None:
         self.spider = spider
         self.where = store.where
-        self.patience = _Patience(store.where, store.wait_for_server) if store.wait_for_server else None
+        self.patience = Patience(store.where, store.wait_for_server) if store.wait_for_server else None
         self._client = store.client
         self._scripts = store.scripts
         self._keys = store.spider_keys(spider)
@@ -462,7 +462,7 @@ class RedisFrontier:
         self._owner = [store.owner, store.lease_us]
         self.resume = self._resume()
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def _resume(self) -> ResumeInfo:
         reclaimed, *counts = self._scripts.resume(keys=self._fixed, args=self._owner)
         return ResumeInfo(reclaimed=reclaimed, counts=_counts(self.where, _pairs(counts)))
@@ -474,7 +474,7 @@ class RedisFrontier:
             entry.priority, entry.depth, entry.fingerprint, entry.data,
         ]
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def add(self, entries: Iterable[Entry]) -> int:
         keys, args = _KeyList(self._fixed), list(self._owner)
         for entry in entries:
@@ -483,12 +483,12 @@ class RedisFrontier:
             return 0
         return int(self._scripts.add(keys=keys.keys, args=args))
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def ready_hosts(self) -> dict[str, int]:
         ready = _pairs(self._scripts.ready(keys=self._fixed, args=self._owner))
         return {host.decode(): int(number) for host, number in ready.items()}
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def lease(self, wants: Mapping[str, int]) -> list[Lease]:
         keys, args = _KeyList(self._fixed), [*self._owner, *self._politeness.script_args()]
         head = len(args)
@@ -508,7 +508,7 @@ class RedisFrontier:
             for member, fingerprint, data, depth, host, attempts, wait in zip(*[iter(fields)] * 7, strict=True)
         ]
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def renew(self, leases: Iterable[Lease]) -> int:
         args = list(self._owner)
         for lease in leases:
@@ -517,11 +517,11 @@ class RedisFrontier:
             return 0
         return int(self._scripts.renew(keys=self._fixed, args=args))
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def reclaim_expired(self) -> int:
         return int(self._scripts.reclaim(keys=self._fixed, args=self._owner))
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def complete(self, completions: Sequence[Completion]) -> Committed:
         if not completions:
             return Committed()
@@ -558,7 +558,7 @@ class RedisFrontier:
             raise CheckpointWriteFailed(f"{self.where}: cannot write the checkpoint: {what} is {type(text).__name__}, not text")
         return text
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def release(self, leases: Iterable[Lease]) -> int:
         keys, args = _KeyList(self._fixed), list(self._owner)
         for lease in leases:
@@ -567,7 +567,7 @@ class RedisFrontier:
             return 0
         return int(self._scripts.release(keys=keys.keys, args=args))
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def counts(self) -> FrontierCounts:
         return _counts(self.where, self._client.hgetall(self._keys.counts))
 
@@ -575,14 +575,14 @@ class RedisFrontier:
         counts = self.counts()
         return not counts.queued and not counts.in_flight
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def items_after(self, item_id: int, limit: int) -> list[StoredItem]:
         if limit <= 0:
             return []
         entries = self._client.xrange(self._keys.items, f"({item_id}-0", "+", count=limit)
         return [StoredItem(int(stream_id.split(b"-")[0]), fields[b"data"].decode()) for stream_id, fields in entries]
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def failed(self, limit: int) -> list[FailedRequest]:
         if limit <= 0:
             return []
@@ -592,21 +592,21 @@ class RedisFrontier:
             for data, attempts, error, kind in zip(*[iter(fields)] * 4, strict=True)
         ]
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def failed_kinds(self) -> dict[str, int]:
         return {kind.decode(): int(number) for kind, number in self._client.hgetall(self._keys.failed_kinds).items()}
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def failed_statuses(self) -> dict[int, int]:
         return {int(status): int(number) for status, number in self._client.hgetall(self._keys.failed_statuses).items()}
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def retry_failed(self, statuses: Iterable[int] = (), kinds: Iterable[str] = ()) -> int:
         statuses, kinds = list(statuses), list(kinds)
         args = [*self._owner, len(statuses), *statuses, len(kinds), *kinds]
         return int(self._scripts.retry_failed(keys=self._fixed, args=args))
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def rejected(self, limit: int) -> list[RejectedItem]:
         if limit <= 0:
             return []
@@ -616,11 +616,11 @@ class RedisFrontier:
             for _, fields in entries
         ]
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def get_state(self, key: str) -> str | None:
         value = self._client.hget(self._keys.state, key)
         return None if value is None else value.decode()
 
-    @_checkpoint_errors
+    @checkpoint_errors
     def set_state(self, key: str, value: str) -> None:
         self._client.hset(self._keys.state, key, value)

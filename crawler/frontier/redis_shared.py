@@ -37,7 +37,7 @@ from ..auth.cluster import KeepLocked, poll_delays
 from ..exceptions import CheckpointError
 from ..politeness.robots import RobotsFetch, _says_try_later
 from ..stats import Stats
-from .redis import CheckpointUnavailable, RedisStore, translate_redis_error
+from .redis import CheckpointUnavailable, Patience, RedisStore, checkpoint_errors, translate_redis_error
 from .redis_keys import CrawlKeys
 
 logger = logging.getLogger(__name__)
@@ -104,18 +104,20 @@ class _Locks:
 class RedisLoginBoard:
     """The ``LoginBoard`` of one spider of crawl ``crawl``, on ``client``'s server."""
 
-    def __init__(self, client: redis.Redis, crawl: str, spider: str) -> None:
+    def __init__(self, client: redis.Redis, crawl: str, spider: str, *, wait_for_server: float = 0.0) -> None:
         keys = CrawlKeys(crawl)
         self.client = client
         self.key = keys.login(spider)
         self.lock = keys.login_lock(spider)
         self.where = f"the login of spider {spider} (crawl {crawl})"
+        # A login asked for while the server is away waits for it, as the crawl's steps do.
+        self.patience = Patience(self.where, wait_for_server) if wait_for_server else None
         self._locks = _Locks(client)
         self._publish = client.register_script(_PUBLISH)
 
+    @checkpoint_errors
     def current(self) -> tuple[int, list[dict[str, Any]]] | None:
-        with _checkpoint_errors(self.where):
-            generation, cookies = self.client.hmget(self.key, ["generation", "cookies"])
+        generation, cookies = self.client.hmget(self.key, ["generation", "cookies"])
         if generation is None:
             return None
         try:
@@ -123,21 +125,21 @@ class RedisLoginBoard:
         except (TypeError, ValueError):
             raise CheckpointError(f"{self.where}: {self.key} is damaged; delete it to log in afresh") from None
 
+    @checkpoint_errors
     def try_lock(self, holder: str, ttl: float) -> bool:
-        with _checkpoint_errors(self.where):
-            return bool(self.client.set(self.lock, holder, nx=True, px=_milliseconds(ttl)))
+        return bool(self.client.set(self.lock, holder, nx=True, px=_milliseconds(ttl)))
 
+    @checkpoint_errors
     def renew_lock(self, holder: str, ttl: float) -> bool:
-        with _checkpoint_errors(self.where):
-            return self._locks.renew(self.lock, holder, ttl)
+        return self._locks.renew(self.lock, holder, ttl)
 
+    @checkpoint_errors
     def unlock(self, holder: str) -> None:
-        with _checkpoint_errors(self.where):
-            self._locks.unlock(self.lock, holder)
+        self._locks.unlock(self.lock, holder)
 
+    @checkpoint_errors
     def publish(self, holder: str, generation: int, cookies: Sequence[Mapping[str, Any]]) -> bool:
-        with _checkpoint_errors(self.where):
-            return bool(self._publish(keys=[self.key, self.lock], args=[holder, generation, json.dumps(list(cookies))]))
+        return bool(self._publish(keys=[self.key, self.lock], args=[holder, generation, json.dumps(list(cookies))]))
 
 
 class RedisRobotsFetch:
@@ -218,7 +220,7 @@ class RedisRobotsFetch:
 
 def login_board(store: RedisStore, spider: str) -> RedisLoginBoard:
     """The board where the processes of ``store``'s crawl share ``spider``'s login."""
-    return RedisLoginBoard(store.shared_client(), store.keys.crawl, spider)
+    return RedisLoginBoard(store.shared_client(), store.keys.crawl, spider, wait_for_server=store.wait_for_server)
 
 
 def robots_fetch(store: RedisStore, fetch: RobotsFetch, stats: Stats) -> RedisRobotsFetch:
