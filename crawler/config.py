@@ -150,6 +150,9 @@ class CheckpointConfig(_Section):
     crawl: str | None = None
     """With ``redis``: the crawl's name on the server; every process that names it joins it.
     Default: the name of the folder the config file is in."""
+    machine: str | None = None
+    """With ``redis``: the name this machine goes by among the crawl's processes (default: its
+    host name); two machines must not share one (containers started from one image may)."""
     wait_for_server: Seconds = 120.0
     """With ``redis``: how long the crawl waits for an unreachable server (trying again, with
     backoff) before it stops; what was committed stays."""

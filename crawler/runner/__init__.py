@@ -216,7 +216,9 @@ def open_checkpoint(config: Config, *, fresh: bool = False) -> Iterator[Store]:
         if config.checkpoint.backend == "sqlite":
             owner = f"{socket.gethostname()}:{os.getpid()}"  # its file lock says when it is gone
         else:
-            owner = stack.enter_context(machine_slot(config.resolve(config.checkpoint.path).parent))
+            owner = stack.enter_context(
+                machine_slot(config.resolve(config.checkpoint.path).parent, config.checkpoint.machine)
+            )
         store = stack.enter_context(_opened(backend, owner, config, fresh))
         yield store
 

@@ -25,8 +25,9 @@ _MOST_SLOTS = 1024
 
 
 @contextlib.contextmanager
-def machine_slot(state_folder: Path) -> Iterator[str]:
-    """This process's owner name, held until the block ends."""
+def machine_slot(state_folder: Path, machine: str | None = None) -> Iterator[str]:
+    """This process's owner name, held until the block ends; ``machine`` stands for the host
+    name."""
     state_folder.mkdir(parents=True, exist_ok=True)
     place = hashlib.blake2b(str(state_folder.resolve()).encode(), digest_size=4).hexdigest()
     for slot in range(_MOST_SLOTS):
@@ -37,7 +38,7 @@ def machine_slot(state_folder: Path) -> Iterator[str]:
             os.close(descriptor)
             continue
         try:
-            yield f"{socket.gethostname()}:{place}:{slot}"
+            yield f"{machine or socket.gethostname()}:{place}:{slot}"
         finally:
             os.close(descriptor)  # and with it the lock
         return
