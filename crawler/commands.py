@@ -28,27 +28,38 @@ from .runner.auth import check_secrets, environment
 from .callbacks import missing_callbacks
 from .exporters import make_format
 from .loader import load_spiders
+from .overrides import output_override, setting_overrides, spider_arguments, with_spider_arguments
 
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crawler", description=(cli_doc or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+    # What every command that reads a config takes; run and check also take the spiders' -a and -o.
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument("-s", "--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                          help="set a config key for this command, as the file would (repeatable): -s crawl.workers=4")
+    spider_options = argparse.ArgumentParser(add_help=False, parents=[settings])
+    spider_options.add_argument("-a", dest="arguments", action="append", default=[], metavar="NAME=VALUE",
+                                help="a spider argument, over the config's args (repeatable)")
+    spider_options.add_argument("-o", "--output", metavar="PATH",
+                                help="write items to PATH ({spider} and {format} are filled in; .csv or .jsonl "
+                                     "picks the format); - writes JSON Lines to standard output")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="crawl (or resume the crawl) a config describes")
+    run = commands.add_parser("run", help="crawl (or resume the crawl) a config describes", parents=[spider_options])
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--spider", metavar="NAME", help="run only this spider")
     run.add_argument("--fresh", action="store_true", help="forget the checkpoint and start over")
     run.add_argument("-v", "--verbose", action="store_true", help="log every failure and retry")
     run.add_argument("--processes", type=int, metavar="N",
                      help="fetch and parse in N processes (crawl.processes), to use N cores")
-    check = commands.add_parser("check", help="validate a config without crawling")
+    check = commands.add_parser("check", help="validate a config without crawling", parents=[spider_options])
     check.add_argument("config", type=Path, metavar="CONFIG")
-    listing = commands.add_parser("list", help="list the spiders a config would run")
+    listing = commands.add_parser("list", help="list the spiders a config would run", parents=[settings])
     listing.add_argument("config", type=Path, metavar="CONFIG")
-    status = commands.add_parser("status", help="show where the crawl stands, from its checkpoint")
+    status = commands.add_parser("status", help="show where the crawl stands, from its checkpoint", parents=[settings])
     status.add_argument("config", type=Path, metavar="CONFIG")
-    retry = commands.add_parser("retry-failed", help="queue requests that ran out of retries again")
+    retry = commands.add_parser("retry-failed", help="queue requests that ran out of retries again", parents=[settings])
     retry.add_argument("config", type=Path, metavar="CONFIG")
     retry.add_argument("--spider", metavar="NAME", help="only this spider's failed requests")
     retry.add_argument("--status", type=int, action="append", default=[], metavar="CODE",
@@ -56,10 +67,26 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--kind", action="append", default=[], metavar="KIND",
                        help="only those that failed with this error kind, e.g. ReadTimeout, "
                             "ConnectError, CallbackError (repeatable)")
-    export = commands.add_parser("export", help="write the output files from the checkpoint, on this machine")
+    export = commands.add_parser(
+        "export", help="write the output files from the checkpoint, on this machine", parents=[spider_options]
+    )
     export.add_argument("config", type=Path, metavar="CONFIG")
     export.add_argument("--spider", metavar="NAME", help="only this spider's file")
     return parser
+
+
+def _overridden(config: Config, args: argparse.Namespace) -> Config:
+    """The config with what the command line sets laid over it, validated like the file."""
+    overrides = setting_overrides(args.settings)
+    if getattr(args, "output", None):
+        overrides = {**overrides, "output": {**overrides.get("output", {}), **output_override(args.output)["output"]}}
+    if arguments := spider_arguments(getattr(args, "arguments", [])):
+        indices = load_spiders(config, getattr(args, "spider", None)).keys()
+        entries = with_spider_arguments(config.model_dump()["spiders"], arguments, indices)
+        overrides = {**overrides, "spiders": entries}
+    if not overrides:
+        return config
+    return config.with_overrides(overrides, "the command line")
 
 
 def _configure_logging(console: Console, verbose: bool) -> None:
@@ -134,10 +161,15 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
     _configure_logging(err, args.verbose)
     if args.processes is not None:
         config = config.with_overrides({"crawl": {"processes": args.processes}}, "--processes")
+    to_stdout = config.output.path == "-"
     report = run_crawl(config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err))
-    outputs = {result.spider: str(config.output_path(result.spider)) for result in report.results}
+    outputs = {
+        result.spider: "standard output" if to_stdout else str(config.output_path(result.spider))
+        for result in report.results
+    }
     if report.results and not all(result.already_finished for result in report.results):
-        print_summary(out, report, outputs)
+        # Standard output is the items' (-o -): the summary goes where the progress went.
+        print_summary(err if to_stdout else out, report, outputs)
     if report.interrupted:
         command = " ".join(["crawler", "run", str(args.config)] + (["--spider", args.spider] if args.spider else []))
         err.print(f"Stopped. The checkpoint is saved: run `{command}` to continue.")
@@ -167,7 +199,7 @@ def run_command(argv: list[str] | None = None) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     try:
-        config = load_config(args.config)
+        config = _overridden(load_config(args.config), args)
         if args.command == "check":
             return _check(config, args.config, out)
         if args.command == "list":

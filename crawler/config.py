@@ -425,7 +425,8 @@ class Config(_Section):
     def _one_output_file_per_spider(self) -> Config:
         # Each file's progress is tracked per spider; two spiders appending to one file would
         # each cut the other's items off on resume.
-        if len(self.spiders) > 1 and "{spider}" not in self.output.path:
+        # Standard output ("-") keeps no progress: every spider's items go to it as they come.
+        if len(self.spiders) > 1 and "{spider}" not in self.output.path and self.output.path != "-":
             raise ValueError("output.path: must contain {spider} when several spiders are configured")
         return self
 

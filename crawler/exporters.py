@@ -157,6 +157,33 @@ def make_format(output: OutputConfig, spider: Spider) -> ItemFormat:
     return CsvFormat(columns, spider=spider.name, chosen=output.fields is not None)
 
 
+class OutputStream:
+    """Committed items written to a stream (``-o -``: standard output) as the crawl commits them,
+    from the first one: a stream keeps no progress, so a resumed crawl writes its earlier items
+    again. The same ``sync``/``close`` as ``OutputFile``."""
+
+    writing = True
+
+    def __init__(self, stream: BinaryIO, frontier: Frontier, item_format: ItemFormat) -> None:
+        self.path = Path("-")
+        self.stream = stream
+        self.frontier = frontier
+        self.format = item_format
+        self.last_id = 0
+
+    def sync(self) -> int:
+        written = 0
+        while batch := self.frontier.items_after(self.last_id, _BATCH):
+            self.stream.write(self.format.encode(batch))
+            self.stream.flush()
+            self.last_id = batch[-1].id
+            written += len(batch)
+        return written
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
 class OutputFile:
     """Keeps one output file in step with a frontier's committed items.
 

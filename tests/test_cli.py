@@ -552,3 +552,51 @@ def test_run_with_two_processes_says_so_and_a_bad_count_is_one_line(tmp_path: Pa
     assert sorted(item["id"] for item in output_lines(tmp_path)) == list(range(1, PRODUCTS + 1))
     assert "Processes: 2 worker processes fetched and parsed, 0 lost" in done.out
     assert site.counters.hits("/product/1") == 1
+
+
+# -- the command line over the config (-s, -a, -o), and python -m crawler --------------------------
+
+
+def test_python_dash_m_crawler_is_the_command(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "crawler", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"crawler {__version__}"
+
+
+def test_settings_and_spider_arguments_from_the_command_line(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    # -a replaces the file's start_url (another, smaller site); -s takes TOML values (2 is a
+    # number) and is checked like the file; -o names another file, whose suffix picks the format.
+    with PracticeSite(products=30, per_page=10) as other:
+        result = crawler_cli(
+            "run", "config.toml", "-s", "crawl.workers=2", "-s", "politeness.concurrency=2",
+            "-a", f"start_url={other.url}/", "-o", "elsewhere/{spider}.csv", cwd=tmp_path,
+        )
+    assert result.code == 0, result
+    rows = (tmp_path / "elsewhere" / "products.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].startswith("id,name,price")
+    assert sorted(int(row.split(",", 1)[0]) for row in rows[1:]) == list(range(1, 31))
+    assert "over 2 connections" in result.out, result.out
+
+
+def test_dash_o_dash_writes_json_lines_to_standard_output_and_the_summary_to_standard_error(
+    tmp_path: Path, site: PracticeSite
+) -> None:
+    crawl_project(tmp_path, site)
+    result = crawler_cli("run", "config.toml", "-o", "-", cwd=tmp_path)
+    assert result.code == 0, result
+    items = [json.loads(line) for line in result.out.splitlines()]
+    assert sorted(item["id"] for item in items) == list(range(1, PRODUCTS + 1))
+    assert "Crawl summary" in result.err and not (tmp_path / "out").exists()
+
+
+def test_a_bad_setting_or_argument_is_one_line_naming_it(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    for args, expected in (
+        (("-s", "crawl.workers=0"), "the command line: crawl.workers: must be greater than or equal to 1"),
+        (("-s", "crawl.wrokers=4"), "the command line: crawl.wrokers: unknown key"),
+        (("-s", "workers=4"), "-s workers=4: name a key of a section, such as crawl.workers=8"),
+        (("-s", "crawl.workers"), "-s crawl.workers: expected section.key=value"),
+        (("-a", "no_such=1"), "spiders[0].args: unknown argument 'no_such' for spider 'products'"),
+    ):
+        lines = assert_clean_failure(crawler_cli("check", "config.toml", *args, cwd=tmp_path), 2)
+        assert lines == [expected], lines

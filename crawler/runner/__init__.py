@@ -10,6 +10,7 @@ import random
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from ..callbacks import missing_callbacks
 from ..config import Config, SpiderConfig
 from ..engine import COMMIT_GATHER, Crawl, CrawlResult, Engine
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
-from ..exporters import OutputFile, make_format
+from ..exporters import OutputFile, OutputStream, make_format
 from ..frontier.base import Backend, Frontier, FrontierCounts, Limits, ResumeInfo, Store
 from ..frontier.sqlite import SQLiteBackend
 from ..http.sessions import PoolSizing
@@ -534,7 +535,9 @@ def _shared_by_machines(
     return login_via, lambda fetch: robots_fetch(store, fetch, stats)  # type: ignore[arg-type]
 
 
-def _output_file(config: Config, spider: Spider, frontier: Frontier) -> OutputFile:
+def _output_file(config: Config, spider: Spider, frontier: Frontier) -> OutputFile | OutputStream:
+    if config.output.path == "-":
+        return OutputStream(sys.stdout.buffer, frontier, make_format(config.output, spider))
     path = config.output_path(spider.name)
     if config.checkpoint.backend == "sqlite":
         return OutputFile(path, frontier, make_format(config.output, spider))

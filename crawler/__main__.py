@@ -1,0 +1,5 @@
+"""``python -m crawler``: the ``crawler`` command, where its script is not on PATH."""
+
+from .cli import console
+
+console()

@@ -1,0 +1,72 @@
+"""What the command line lays over a config file (``-s``, ``-a``, ``-o``), as the sections of keys
+the file would have held: validated like the file, with errors naming the option and the key."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import PurePath
+from typing import Any
+
+from .exceptions import ConfigError
+
+#: Output file suffixes that say the format, as Scrapy's ``-o`` reads them.
+_FORMATS = {".jsonl": "jsonl", ".jl": "jsonl", ".csv": "csv"}
+
+
+def setting_overrides(assignments: Iterable[str]) -> dict[str, Any]:
+    """``-s section.key=value`` options as config sections. A value is read as TOML (``8``,
+    ``true``, ``0.5``, ``[429, 503]``, ``"text"``), and as a plain string where it is not TOML."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        name, value = _split(assignment, "-s", "section.key=value")
+        path = name.split(".")
+        if len(path) < 2 or not all(path):
+            raise ConfigError([f"-s {assignment}: name a key of a section, such as crawl.workers=8"])
+        if path[0] == "spiders":
+            raise ConfigError([f"-s {assignment}: the [[spiders]] entries are set in the file (-a sets a spider's arguments)"])
+        section = overrides
+        for part in path[:-1]:
+            section = section.setdefault(part, {})
+            if not isinstance(section, dict):
+                raise ConfigError([f"-s {assignment}: {part} is set as a key and as a section"])
+        section[path[-1]] = _value(value)
+    return overrides
+
+
+def spider_arguments(assignments: Iterable[str]) -> dict[str, Any]:
+    """``-a name=value`` options: spider arguments, read as ``-s`` values are."""
+    return {name: _value(value) for name, value in (_split(item, "-a", "name=value") for item in assignments)}
+
+
+def output_override(path: str) -> dict[str, Any]:
+    """``-o PATH``: the output file (``{spider}`` and ``{format}`` may be in it), and its format
+    where the suffix says it; ``-o -`` writes JSON Lines to standard output."""
+    if path == "-":
+        return {"output": {"path": "-", "format": "jsonl"}}
+    chosen = _FORMATS.get(PurePath(path).suffix.lower())
+    return {"output": {"path": path, **({"format": chosen} if chosen else {})}}
+
+
+def with_spider_arguments(spiders: list[dict[str, Any]], arguments: Mapping[str, Any], indices: Iterable[int]) -> list[dict[str, Any]]:
+    """The ``[[spiders]]`` entries with ``arguments`` added to the args of those at ``indices``
+    (the spiders that run)."""
+    chosen = set(indices)
+    return [
+        {**entry, "args": {**(entry.get("args") or {}), **arguments}} if index in chosen else entry
+        for index, entry in enumerate(spiders)
+    ]
+
+
+def _split(assignment: str, option: str, shape: str) -> tuple[str, str]:
+    name, equals, value = assignment.partition("=")
+    if not equals or not name.strip():
+        raise ConfigError([f"{option} {assignment}: expected {shape}"])
+    return name.strip(), value
+
+
+def _value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
