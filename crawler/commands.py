@@ -5,8 +5,10 @@ outcome gets (see ``crawler.cli`` for the codes)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -29,6 +31,9 @@ from .callbacks import missing_callbacks
 from .exporters import make_format
 from .loader import load_spiders
 from .overrides import output_override, setting_overrides, spider_arguments, with_spider_arguments
+
+if TYPE_CHECKING:
+    from .runner import RunReport
 
 
 
@@ -53,12 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="log every failure and retry")
     run.add_argument("--processes", type=int, metavar="N",
                      help="fetch and parse in N processes (crawl.processes), to use N cores")
+    run.add_argument("--stats-file", type=Path, metavar="PATH",
+                     help="write what the run did, and where the crawl stands, to PATH as JSON")
     check = commands.add_parser("check", help="validate a config without crawling", parents=[spider_options])
     check.add_argument("config", type=Path, metavar="CONFIG")
     listing = commands.add_parser("list", help="list the spiders a config would run", parents=[settings])
     listing.add_argument("config", type=Path, metavar="CONFIG")
     status = commands.add_parser("status", help="show where the crawl stands, from its checkpoint", parents=[settings])
     status.add_argument("config", type=Path, metavar="CONFIG")
+    status.add_argument("--json", action="store_true", help="print it as JSON (schema in the README)")
     retry = commands.add_parser("retry-failed", help="queue requests that ran out of retries again", parents=[settings])
     retry.add_argument("config", type=Path, metavar="CONFIG")
     retry.add_argument("--spider", metavar="NAME", help="only this spider's failed requests")
@@ -122,12 +130,18 @@ def _list(config: Config, out: Console) -> int:
     return EXIT_OK
 
 
-def _status(config: Config, out: Console) -> int:
+def _status(config: Config, args: argparse.Namespace, out: Console) -> int:
     from .progress import print_status
     from .runner import backend_of, limits_of
 
     limits = {spider.name: limits_of(config.spiders[index]) for index, spider in load_spiders(config).items()}
-    print_status(out, backend_of(config).status(limits))
+    status = backend_of(config).status(limits)
+    if args.json:
+        from .reports import status_document
+
+        print(json.dumps(status_document(status), indent=2, sort_keys=True))
+    else:
+        print_status(out, status)
     return EXIT_OK
 
 
@@ -170,6 +184,16 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
     if report.results and not all(result.already_finished for result in report.results):
         # Standard output is the items' (-o -): the summary goes where the progress went.
         print_summary(err if to_stdout else out, report, outputs)
+    code = _verdict(report, args, err)
+    if args.stats_file is not None:
+        from .reports import run_document, write_json
+
+        write_json(args.stats_file, run_document(report, code))
+    return code
+
+
+def _verdict(report: RunReport, args: argparse.Namespace, err: Console) -> int:
+    """The run's exit code, and the line that says why when it is not 0."""
     if report.interrupted:
         command = " ".join(["crawler", "run", str(args.config)] + (["--spider", args.spider] if args.spider else []))
         err.print(f"Stopped. The checkpoint is saved: run `{command}` to continue.")
@@ -205,7 +229,7 @@ def run_command(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return _list(config, out)
         if args.command == "status":
-            return _status(config, out)
+            return _status(config, args, out)
         if args.command == "retry-failed":
             return _retry_failed(config, args, out)
         if args.command == "export":

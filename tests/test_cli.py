@@ -600,3 +600,23 @@ def test_a_bad_setting_or_argument_is_one_line_naming_it(tmp_path: Path, site: P
     ):
         lines = assert_clean_failure(crawler_cli("check", "config.toml", *args, cwd=tmp_path), 2)
         assert lines == [expected], lines
+
+
+def test_status_as_json_and_a_stats_file_tell_the_same_story(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    run = crawler_cli("run", "config.toml", "--stats-file", "stats/run.json", cwd=tmp_path)
+    assert run.code == 0, run
+    stats = json.loads((tmp_path / "stats" / "run.json").read_text())
+    status = crawler_cli("status", "config.toml", "--json", cwd=tmp_path)
+    assert status.code == 0, status
+    document = json.loads(status.out)
+
+    assert stats["schema"] == document["schema"] == 1
+    assert stats["exit_code"] == 0 and stats["interrupted"] is False
+    assert stats["this_run"] == stats["whole_crawl"] == stats["spiders"][0]["counts"]
+    assert stats["whole_crawl"]["done"] == PAGES and stats["whole_crawl"]["items"] == PRODUCTS
+    assert stats["stats"]["pages"] == PAGES
+    (spider,) = document["spiders"]
+    assert spider["spider"] == "products" and spider["finished"] is True
+    assert spider["counts"] == stats["whole_crawl"]
+    assert document["running"] is None and document["checkpoint"].endswith("checkpoint.db")
