@@ -1,4 +1,4 @@
-"""The commands of ``crawler`` (run, check, list, status, retry-failed, export), once the entry point
+"""The commands of ``crawler`` (run, check, list, status, retry-failed, rejected, export), once the entry point
 in ``crawler.cli`` has made it safe to be interrupted: what they print, and the exit code each
 outcome gets (see ``crawler.cli`` for the codes)."""
 
@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--kind", action="append", default=[], metavar="KIND",
                        help="only those that failed with this error kind, e.g. ReadTimeout, "
                             "ConnectError, CallbackError (repeatable)")
+    rejected = commands.add_parser(
+        "rejected", help="list the items that failed validation: their pages, errors and data", parents=[settings]
+    )
+    rejected.add_argument("config", type=Path, metavar="CONFIG")
+    rejected.add_argument("--spider", metavar="NAME", help="only this spider's")
+    rejected.add_argument("--limit", type=int, default=100, metavar="N", help="at most N per spider (default 100)")
+    rejected.add_argument("--json", action="store_true", help="one JSON object per line")
     export = commands.add_parser(
         "export", help="write the output files from the checkpoint, on this machine", parents=[spider_options]
     )
@@ -157,6 +164,26 @@ def _retry_failed(config: Config, args: argparse.Namespace, out: Console) -> int
     return EXIT_OK
 
 
+def _rejected(config: Config, args: argparse.Namespace, out: Console) -> int:
+    from .runner import open_checkpoint
+
+    names = [spider.name for spider in load_spiders(config, args.spider).values()]
+    with open_checkpoint(config) as checkpoint:
+        for name in names:
+            frontier = checkpoint.frontier(name)
+            rejected = frontier.rejected(args.limit)
+            if args.json:
+                for item in rejected:
+                    print(json.dumps({"spider": name, "url": item.url, "error": item.error, "data": json.loads(item.data)}))
+                continue
+            total = frontier.counts().rejected
+            shown = f" (the first {len(rejected)})" if len(rejected) < total else ""
+            out.print(f"{name}: {total} rejected item{'s' if total != 1 else ''}{shown}")
+            for item in rejected:
+                out.print(f"  {item.url}\n    {item.error}\n    {item.data}")
+    return EXIT_OK
+
+
 def _export(config: Config, args: argparse.Namespace, out: Console) -> int:
     from .runner import export_outputs
 
@@ -232,6 +259,8 @@ def run_command(argv: list[str] | None = None) -> int:
             return _status(config, args, out)
         if args.command == "retry-failed":
             return _retry_failed(config, args, out)
+        if args.command == "rejected":
+            return _rejected(config, args, out)
         if args.command == "export":
             return _export(config, args, out)
         return _run(config, args, out, err)

@@ -620,3 +620,47 @@ def test_status_as_json_and_a_stats_file_tell_the_same_story(tmp_path: Path, sit
     assert spider["spider"] == "products" and spider["finished"] is True
     assert spider["counts"] == stats["whole_crawl"]
     assert document["running"] is None and document["checkpoint"].endswith("checkpoint.db")
+
+
+PICKY_SPIDER = """
+from crawler import Request, Spider
+from pydantic import BaseModel, Field
+
+
+class Even(BaseModel):
+    id: int = Field(multiple_of=2)
+
+
+class PickySpider(Spider):
+    name = "picky"
+    item_model = Even
+    start_url = ""
+
+    def start_requests(self):
+        for number in range(1, 7):
+            yield Request(f"{self.start_url}/product/{number}")
+
+    def parse(self, response):
+        yield {"id": response.url.rsplit("/", 1)[1]}
+"""
+
+
+def test_rejected_items_are_listed_with_their_page_error_and_data(tmp_path: Path, site: PracticeSite) -> None:
+    project(tmp_path, f"""
+        [[spiders]]
+        spider = "picky"
+        args = {{ start_url = "{site.url}" }}
+
+        [checkpoint]
+        path = "state/checkpoint.db"
+        """)
+    (tmp_path / "spiders" / "picky.py").write_text(PICKY_SPIDER, encoding="utf-8")
+    assert crawler_cli("run", "config.toml", cwd=tmp_path).code == 0
+
+    listed = crawler_cli("rejected", "config.toml", cwd=tmp_path)
+    assert listed.code == 0, listed
+    assert listed.out.splitlines()[0] == "picky: 3 rejected items"
+    assert f"{site.url}/product/3" in listed.out and "multiple of 2" in listed.out and '{"id":"3"}' in listed.out
+    as_json = [json.loads(line) for line in crawler_cli("rejected", "config.toml", "--json", cwd=tmp_path).out.splitlines()]
+    assert sorted(item["data"]["id"] for item in as_json) == ["1", "3", "5"]
+    assert all(item["spider"] == "picky" and "id:" in item["error"] for item in as_json)
