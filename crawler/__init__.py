@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .api import crawl
     from .auth.tokens import HeaderAuth
     from .content import accepts
     from .exceptions import CrawlerError, FetchError, LoginFailed
@@ -29,6 +30,7 @@ __all__ = [
     "Spider",
     "__version__",
     "accepts",
+    "crawl",
 ]
 
 # Imported on first use, not with the package: the ``crawler`` command's entry point lives in it,
@@ -43,6 +45,7 @@ _PUBLIC_HOMES = {
     "Response": ".response",
     "Spider": ".spider",
     "accepts": ".content",
+    "crawl": ".api",
 }
 
 

@@ -446,6 +446,17 @@ class Config(_Section):
         """This config with ``{practice_site}`` replaced by ``url``, the served site's address."""
         return self.model_copy(update={"spiders": [entry.with_practice_site(url) for entry in self.spiders]})
 
+    @classmethod
+    def with_base_dir(cls, data: Mapping[str, Any], base_dir: Path, source: str) -> Config:
+        """A config from ``data`` (sections of keys, as in a file) whose relative paths are
+        relative to ``base_dir``; ``source`` names where it came from in the errors."""
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(describe_errors(source, error)) from None
+        config._base_dir = base_dir
+        return config
+
     def with_overrides(self, overrides: Mapping[str, Any], source: str) -> Config:
         """This config with ``overrides`` (sections of keys, as in the file) laid over it,
         validated like the file; ``source`` names where they came from in the errors."""

@@ -17,20 +17,34 @@ _FORMATS = {".jsonl": "jsonl", ".jl": "jsonl", ".csv": "csv"}
 def setting_overrides(assignments: Iterable[str]) -> dict[str, Any]:
     """``-s section.key=value`` options as config sections. A value is read as TOML (``8``,
     ``true``, ``0.5``, ``[429, 503]``, ``"text"``), and as a plain string where it is not TOML."""
-    overrides: dict[str, Any] = {}
+    settings = {}
     for assignment in assignments:
         name, value = _split(assignment, "-s", "section.key=value")
+        settings[name] = (_value(value), f"-s {assignment}")
+    return _sections(settings)
+
+
+def dotted_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings given as ``{"crawl.workers": 4}`` (``crawler.crawl``'s), as config sections."""
+    return _sections({name: (value, f"settings[{name!r}]") for name, value in settings.items()})
+
+
+def _sections(settings: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
+    """``section.key`` names with their values (and what to call each in an error), as the
+    nested sections a config file would have."""
+    overrides: dict[str, Any] = {}
+    for name, (value, given) in settings.items():
         path = name.split(".")
         if len(path) < 2 or not all(path):
-            raise ConfigError([f"-s {assignment}: name a key of a section, such as crawl.workers=8"])
+            raise ConfigError([f"{given}: name a key of a section, such as crawl.workers=8"])
         if path[0] == "spiders":
-            raise ConfigError([f"-s {assignment}: the [[spiders]] entries are set in the file (-a sets a spider's arguments)"])
+            raise ConfigError([f"{given}: the [[spiders]] entries are set in the file (-a sets a spider's arguments)"])
         section = overrides
         for part in path[:-1]:
             section = section.setdefault(part, {})
             if not isinstance(section, dict):
-                raise ConfigError([f"-s {assignment}: {part} is set as a key and as a section"])
-        section[path[-1]] = _value(value)
+                raise ConfigError([f"{given}: {part} is set as a key and as a section"])
+        section[path[-1]] = value
     return overrides
 
 

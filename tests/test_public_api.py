@@ -19,6 +19,7 @@ EXPECTED_PUBLIC_NAMES = {
     "Spider",
     "__version__",
     "accepts",
+    "crawl",
 }
 
 
