@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="log every failure and retry")
     run.add_argument("--processes", type=int, metavar="N",
                      help="fetch and parse in N processes (crawl.processes), to use N cores")
+    run.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
+                     help="where standard error is not a terminal, a progress line this often (default 10)")
     run.add_argument("--stats-file", type=Path, metavar="PATH",
                      help="write what the run did, and where the crawl stands, to PATH as JSON")
     check = commands.add_parser("check", help="validate a config without crawling", parents=[spider_options])
@@ -203,7 +205,7 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
     if args.processes is not None:
         config = config.with_overrides({"crawl": {"processes": args.processes}}, "--processes")
     to_stdout = config.output.path == "-"
-    report = run_crawl(config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err))
+    report = run_crawl(config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err, every=args.progress_every))
     outputs = {
         result.spider: "standard output" if to_stdout else str(config.output_path(result.spider))
         for result in report.results

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import ContextManager
 
@@ -18,10 +21,15 @@ from .runner import RunReport
 
 
 class TerminalReporter:
-    """Tells the user what the run is doing; live progress only when stderr is a terminal."""
+    """Tells the user what the run is doing: on a terminal, live progress lines; elsewhere (CI, a
+    cron job, a log file), the same lines printed every ``every`` seconds, not silence until the
+    end. Each spider's line has an estimate of the time left: what is queued, at the rate of
+    the last ``_RATE_WINDOW`` seconds."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, every: float = 10.0) -> None:
         self.console = console
+        self.every = every
+        self._rates = _Rates()
 
     def resuming(self, spider: str, info: ResumeInfo) -> None:
         counts = info.counts
@@ -39,9 +47,9 @@ class TerminalReporter:
 
     def crawling(self, crawls: Sequence[Crawl]) -> ContextManager[object]:
         if not self.console.is_terminal:
-            return contextlib.nullcontext()
+            return _every(self.every, lambda: self.console.print(self._lines(crawls)))
         return Live(
-            get_renderable=lambda: _progress_lines(crawls),
+            get_renderable=lambda: self._lines(crawls),
             console=self.console,
             refresh_per_second=4,
             transient=True,
@@ -53,21 +61,76 @@ class TerminalReporter:
             "(press Ctrl-C again to stop at once)"
         )
 
+    def _lines(self, crawls: Sequence[Crawl]) -> RenderableType:
+        """One line per spider still crawling."""
+        lines = []
+        for crawl in crawls:
+            if crawl.already_finished:
+                continue
+            counts, stats = crawl.counts, crawl.stats
+            elapsed = max(stats.elapsed, 1e-9)
+            left = self._rates.time_left(crawl.name, counts)
+            lines.append(Text.assemble(
+                (crawl.name, "bold"),
+                f"  done {counts.done}  failed {counts.failed}  queued {counts.queued}  in flight {counts.in_flight}  "
+                f"items {counts.items}  {stats.get('pages') / elapsed:,.0f} pages/s  {elapsed:,.0f}s"
+                + ("" if left is None else f"  about {_duration(left)} left (estimate)"),
+            ))
+        return Text("\n").join(lines)
 
-def _progress_lines(crawls: Sequence[Crawl]) -> RenderableType:
-    """One line per spider still crawling."""
-    lines = []
-    for crawl in crawls:
-        if crawl.already_finished:
-            continue
-        counts, stats = crawl.counts, crawl.stats
-        elapsed = max(stats.elapsed, 1e-9)
-        lines.append(Text.assemble(
-            (crawl.name, "bold"),
-            f"  done {counts.done}  failed {counts.failed}  queued {counts.queued}  in flight {counts.in_flight}  "
-            f"items {counts.items}  {stats.get('pages') / elapsed:,.0f} pages/s  {elapsed:,.0f}s",
-        ))
-    return Text("\n").join(lines)
+
+# Seconds of recent progress an estimate of the time left is made from.
+_RATE_WINDOW = 30.0
+
+
+class _Rates:
+    """Each spider's requests completed per second over the last ``_RATE_WINDOW`` seconds."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
+
+    def time_left(self, spider: str, counts: FrontierCounts) -> float | None:
+        """What is queued and in flight, at the recent rate; None until there is a rate."""
+        now, completed = time.monotonic(), counts.done + counts.failed
+        samples = self._samples.setdefault(spider, deque())
+        samples.append((now, completed))
+        while len(samples) > 2 and samples[1][0] <= now - _RATE_WINDOW:
+            samples.popleft()
+        since, before = samples[0]
+        if now - since < 1.0 or completed <= before:
+            return None
+        return (counts.queued + counts.in_flight) / ((completed - before) / (now - since))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+@contextlib.contextmanager
+def _every(interval: float, show: Callable[[], None]) -> Iterator[None]:
+    """``show`` called every ``interval`` seconds, from a thread of its own, while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            show()
+
+    thread = threading.Thread(target=loop, name="crawler-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def print_status(console: Console, status: CheckpointStatus) -> None:

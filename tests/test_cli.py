@@ -664,3 +664,16 @@ def test_rejected_items_are_listed_with_their_page_error_and_data(tmp_path: Path
     as_json = [json.loads(line) for line in crawler_cli("rejected", "config.toml", "--json", cwd=tmp_path).out.splitlines()]
     assert sorted(item["data"]["id"] for item in as_json) == ["1", "3", "5"]
     assert all(item["spider"] == "picky" and "id:" in item["error"] for item in as_json)
+
+
+def test_off_a_terminal_progress_is_a_line_every_few_seconds_with_an_estimate(tmp_path: Path) -> None:
+    with PracticeSite(products=60, per_page=10, latency=0.05) as slow:
+        crawl_project(tmp_path, slow)
+        result = crawler_cli(
+            "run", "config.toml", "-s", "crawl.workers=2", "-s", "politeness.concurrency=2", "--progress-every", "0.3",
+            cwd=tmp_path,
+        )
+    assert result.code == 0, result
+    progress = [line for line in result.err.splitlines() if line.startswith("products  done ")]
+    assert len(progress) >= 3, result.err
+    assert "pages/s" in progress[-1] and any("left (estimate)" in line for line in progress), progress
