@@ -12,6 +12,7 @@ from typing import ContextManager
 
 from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -78,6 +79,9 @@ class TerminalReporter:
             ))
         return Text("\n").join(lines)
 
+
+# The widest a summary table is drawn, in columns, where the console is narrower.
+_WIDEST = 1000
 
 # Seconds of recent progress an estimate of the time left is made from.
 _RATE_WINDOW = 30.0
@@ -167,7 +171,9 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
     table.add_column("spider")
     for column in ("done", "failed", "refused", "items", "rejected", "queued"):
         table.add_column(column, justify="right")
-    table.add_column("output", overflow="fold")
+    # A path is one piece, to copy whole: never folded to the console's width (80 columns where
+    # the output is not a terminal), the line runs longer instead.
+    table.add_column("output", no_wrap=True, min_width=max((len(path) for path in outputs.values()), default=6))
     for result in report.results:
         counts = result.counts
         table.add_row(
@@ -180,7 +186,15 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
             str(counts.queued + counts.in_flight),
             outputs.get(result.spider, ""),
         )
-    console.print(table)
+    # As wide as the table needs, whatever the console's width (80 where it is not a terminal).
+    needed = Measurement.get(console, console.options.update(max_width=_WIDEST), table).maximum
+    width = console.width
+    if needed > width and not console.is_terminal:
+        console.width = needed  # a terminal keeps its own width: it would wrap the lines anyway
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
     run = report.this_run
     rate = run.done / report.elapsed if report.elapsed else 0.0
     console.print(

@@ -677,3 +677,16 @@ def test_off_a_terminal_progress_is_a_line_every_few_seconds_with_an_estimate(tm
     progress = [line for line in result.err.splitlines() if line.startswith("products  done ")]
     assert len(progress) >= 3, result.err
     assert "pages/s" in progress[-1] and any("left (estimate)" in line for line in progress), progress
+
+
+def test_the_summary_shows_an_output_path_whole_where_the_output_is_80_columns(tmp_path: Path, site: PracticeSite) -> None:
+    deep = tmp_path / "a-folder-with-a-long-name" / "and-another-one-below-it"
+    deep.mkdir(parents=True)
+    crawl_project(deep, site)
+    done = subprocess.run(
+        [sys.executable, "-m", "crawler.cli", "run", "config.toml"], cwd=deep, capture_output=True, text=True,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "80"}, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    path = str(deep / "out" / "products.jsonl")
+    assert len(path) > 60 and any(path in line for line in done.stdout.splitlines()), done.stdout
