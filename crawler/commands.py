@@ -1,4 +1,5 @@
-"""The commands of ``crawler`` (run, check, list, status, retry-failed, rejected, export), once the entry point
+"""The commands of ``crawler`` (run, check, list, status, retry-failed, rejected, export, fetch,
+parse), once the entry point
 in ``crawler.cli`` has made it safe to be interrupted: what they print, and the exit code each
 outcome gets (see ``crawler.cli`` for the codes)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +79,22 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--kind", action="append", default=[], metavar="KIND",
                        help="only those that failed with this error kind, e.g. ReadTimeout, "
                             "ConnectError, CallbackError (repeatable)")
+    fetch = commands.add_parser(
+        "fetch", help="fetch one URL through the crawl's machinery (login, tokens, robots.txt, retries) and print it",
+        parents=[settings],
+    )
+    fetch.add_argument("url", metavar="URL", help="{practice_site} stands for the practice site the config serves")
+    fetch.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="whose spider's login and tokens to use")
+    fetch.add_argument("--spider", metavar="NAME", help="the config's spider to fetch as (default: its first)")
+    fetch.add_argument("--headers", action="store_true", help="print the status line and headers, not the body")
+    parse = commands.add_parser(
+        "parse", help="fetch one URL and run a spider's callback on it: the requests and items it yields",
+        parents=[settings],
+    )
+    parse.add_argument("url", metavar="URL", help="{practice_site} stands for the practice site the config serves")
+    parse.add_argument("config", type=Path, metavar="CONFIG")
+    parse.add_argument("--spider", metavar="NAME", help="the spider (default: the config's first)")
+    parse.add_argument("--callback", metavar="NAME", default="parse", help="the callback to run (default: parse)")
     rejected = commands.add_parser(
         "rejected", help="list the items that failed validation: their pages, errors and data", parents=[settings]
     )
@@ -166,6 +184,49 @@ def _retry_failed(config: Config, args: argparse.Namespace, out: Console) -> int
     return EXIT_OK
 
 
+def _fetch(config: Config, args: argparse.Namespace, out: Console) -> int:
+    from .runner.pages import page_fetcher
+
+    with page_fetcher(config, args.spider) as pages:
+        response = pages.fetch(args.url)
+    if args.headers:
+        print(f"{response.status} {response.url}")
+        for name, value in response.headers.items():
+            print(f"{name}: {value}")
+    else:
+        sys.stdout.buffer.write(response.body)
+        sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def _parse(config: Config, args: argparse.Namespace, out: Console) -> int:
+    from .content import accepted_by
+    from .runner.pages import page_fetcher
+    from .testing import run_callback
+
+    with page_fetcher(config, args.spider) as pages:
+        callback = getattr(pages.spider, args.callback, None)
+        if not callable(callback):
+            raise ConfigError([f"--callback: spider {pages.spider.name} has no callback {args.callback!r}"])
+        response = pages.fetch(args.url, accept=accepted_by(callback))
+        if response.status >= 400 and response.status not in pages.spider.handle_statuses:
+            raise CrawlerError(f"{response.url}: HTTP {response.status}; a crawl counts it failed and runs no callback")
+        result = run_callback(pages.spider, callback, response)
+    out.print(f"{pages.spider.name}.{args.callback} on {response.url} (HTTP {response.status}):")
+    out.print(f"items: {len(result.items)}")
+    for item in result.items:
+        out.print("  " + json.dumps(item, ensure_ascii=False))
+    out.print(f"rejected items: {len(result.rejected)}")
+    for rejected in result.rejected:
+        out.print(f"  {rejected.error}\n    {rejected.data}")
+    out.print(f"requests: {len(result.requests)}")
+    for request in result.requests:
+        out.print(f"  {request.url}  -> {request.callback or 'parse'}")
+    for reason, count in sorted(result.dropped.items()):
+        out.print(f"dropped {count}: {reason}")
+    return EXIT_OK
+
+
 def _rejected(config: Config, args: argparse.Namespace, out: Console) -> int:
     from .runner import open_checkpoint
 
@@ -252,7 +313,12 @@ def run_command(argv: list[str] | None = None) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     try:
-        config = _overridden(load_config(args.config), args)
+        if args.command == "fetch" and args.config is None:
+            from .runner.pages import bare_config
+
+            config = _overridden(bare_config(), args)
+        else:
+            config = _overridden(load_config(args.config), args)
         if args.command == "check":
             return _check(config, args.config, out)
         if args.command == "list":
@@ -261,6 +327,10 @@ def run_command(argv: list[str] | None = None) -> int:
             return _status(config, args, out)
         if args.command == "retry-failed":
             return _retry_failed(config, args, out)
+        if args.command == "fetch":
+            return _fetch(config, args, out)
+        if args.command == "parse":
+            return _parse(config, args, out)
         if args.command == "rejected":
             return _rejected(config, args, out)
         if args.command == "export":

@@ -690,3 +690,45 @@ def test_the_summary_shows_an_output_path_whole_where_the_output_is_80_columns(t
     assert done.returncode == 0, done.stderr
     path = str(deep / "out" / "products.jsonl")
     assert len(path) > 60 and any(path in line for line in done.stdout.splitlines()), done.stdout
+
+
+# -- one page at a time: fetch and parse ------------------------------------------------------------
+
+
+def shipped_project(folder: Path) -> None:
+    """The repository's own config.toml and example spiders (it serves the practice site)."""
+    (folder / "spiders").mkdir()
+    for source in (REPO / "spiders").glob("*.py"):
+        (folder / "spiders" / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "config.toml").write_text((REPO / "config.toml").read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def test_fetch_prints_a_pages_body_or_its_headers_without_a_config(tmp_path: Path, site: PracticeSite) -> None:
+    body = crawler_cli("fetch", f"{site.url}/product/5", cwd=tmp_path)
+    assert body.code == 0, body
+    assert 'data-id="5"' in body.out and body.out.lstrip().startswith("<!DOCTYPE html>")
+    headers = crawler_cli("fetch", f"{site.url}/product/5", "--headers", cwd=tmp_path)
+    assert headers.out.splitlines()[0] == f"200 {site.url}/product/5"
+    assert "Content-Type: text/html; charset=utf-8" in headers.out.splitlines()
+    assert site.counters.hits("/robots.txt") >= 1  # asked first, as a crawl asks
+
+
+def test_parse_runs_a_callback_on_a_page_behind_the_configs_login(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    result = crawler_cli(
+        "parse", "{practice_site}/members/page/1", "config.toml", "--spider", "members", "--callback", "parse_member_page",
+        cwd=tmp_path,
+    )
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    assert lines[0].startswith("members.parse_member_page on http://127.0.0.1:") and lines[0].endswith("(HTTP 200):")
+    assert lines[1] == "items: 1" and '"secret": "member-secret-1"' in lines[2]  # logged in: the secret shows
+    assert "rejected items: 0" in lines and any(line.startswith("requests: ") for line in lines)
+
+
+def test_parse_of_a_page_robots_txt_disallows_is_one_line_and_exit_1(tmp_path: Path, site: PracticeSite) -> None:
+    crawl_project(tmp_path, site)
+    site.robots.body = "User-agent: *\nDisallow: /product/\n"
+    result = crawler_cli("parse", f"{site.url}/product/2", "config.toml", "--callback", "parse_product", cwd=tmp_path)
+    lines = assert_clean_failure(result, 1)
+    assert lines == [f"crawler: robots.txt disallows {site.url}/product/2 (-s robots.obey=false fetches it anyway)"]

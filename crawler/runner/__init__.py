@@ -271,11 +271,12 @@ def _write_owner_only(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _practice_site(config: Config, *, resuming: bool) -> Iterator[PracticeSite | None]:
+def _practice_site(config: Config, *, resuming: bool, for_checkpoint: bool = True) -> Iterator[PracticeSite | None]:
     """Serve the practice site if the config asks; yields it, or None.
 
     ``port = 0`` takes any free port, except when ``resuming`` a checkpoint's crawl: the URLs it
-    holds name the port it was served on, so that one is taken again.
+    holds name the port it was served on, so that one is taken again. Served ``for_checkpoint``,
+    the port is written beside the checkpoint for the next run to take again.
     """
     settings = config.practice_site
     if not settings.serve:
@@ -297,7 +298,8 @@ def _practice_site(config: Config, *, resuming: bool) -> Iterator[PracticeSite |
         raise CrawlerError(f"cannot serve the practice site on 127.0.0.1:{site.port}: {error.strerror}{hint}") from None
     try:
         try:
-            _write_owner_only(port_file, f"{site.port}\n")
+            if for_checkpoint:
+                _write_owner_only(port_file, f"{site.port}\n")
         except OSError as error:
             raise CheckpointWriteFailed(f"cannot write {port_file}: {error.strerror}") from None
         logger.info("serving the practice site at %s", site.url)
