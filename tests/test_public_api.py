@@ -54,7 +54,7 @@ def test_public_classes_come_from_their_home_modules() -> None:
 
 def test_version_is_a_release_number_matching_the_package_metadata() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", crawler.__version__)
-    assert crawler.__version__ == importlib.metadata.version("crawler")
+    assert crawler.__version__ == importlib.metadata.version("synccrawl")
 
 
 def test_package_logger_has_a_null_handler() -> None:
