@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="whose spider's login and tokens to use")
     fetch.add_argument("--spider", metavar="NAME", help="the config's spider to fetch as (default: its first)")
     fetch.add_argument("--headers", action="store_true", help="print the status line and headers, not the body")
+    shell = commands.add_parser(
+        "shell", help="fetch one URL and open a Python console with the response, to try selectors on",
+        parents=[settings],
+    )
+    shell.add_argument("url", metavar="URL", help="{practice_site} stands for the practice site the config serves")
+    shell.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="whose spider's login and tokens to use")
+    shell.add_argument("--spider", metavar="NAME", help="the config's spider to fetch as (default: its first)")
     parse = commands.add_parser(
         "parse", help="fetch one URL and run a spider's callback on it: the requests and items it yields",
         parents=[settings],
@@ -196,6 +203,36 @@ def _fetch(config: Config, args: argparse.Namespace, out: Console) -> int:
     else:
         sys.stdout.buffer.write(response.body)
         sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def _shell(config: Config, args: argparse.Namespace) -> int:
+    from .runner.pages import page_fetcher
+
+    with page_fetcher(config, args.spider) as pages:
+        namespace: dict[str, object] = {"spider": pages.spider}
+
+        def fetch(url: str) -> object:
+            """Fetch ``url`` as the first page was, and make it ``response``."""
+            namespace["response"] = pages.fetch(url)
+            namespace["request"] = namespace["response"].request  # type: ignore[attr-defined]
+            return namespace["response"]
+
+        namespace["fetch"] = fetch
+        fetch(args.url)
+        banner = (
+            f"crawler shell: response = {namespace['response']!r}, request, spider ({pages.spider.name}), "
+            "fetch(url). Try response.css('title::text').get(). Ctrl-D leaves."
+        )
+        try:
+            from IPython import start_ipython
+        except ImportError:
+            import code
+
+            code.interact(banner=banner, local=namespace, exitmsg="")
+        else:
+            print(banner)
+            start_ipython(argv=[], user_ns=namespace)
     return EXIT_OK
 
 
@@ -313,7 +350,7 @@ def run_command(argv: list[str] | None = None) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     try:
-        if args.command == "fetch" and args.config is None:
+        if args.command in ("fetch", "shell") and args.config is None:
             from .runner.pages import bare_config
 
             config = _overridden(bare_config(), args)
@@ -329,6 +366,8 @@ def run_command(argv: list[str] | None = None) -> int:
             return _retry_failed(config, args, out)
         if args.command == "fetch":
             return _fetch(config, args, out)
+        if args.command == "shell":
+            return _shell(config, args)
         if args.command == "parse":
             return _parse(config, args, out)
         if args.command == "rejected":

@@ -732,3 +732,19 @@ def test_parse_of_a_page_robots_txt_disallows_is_one_line_and_exit_1(tmp_path: P
     result = crawler_cli("parse", f"{site.url}/product/2", "config.toml", "--callback", "parse_product", cwd=tmp_path)
     lines = assert_clean_failure(result, 1)
     assert lines == [f"crawler: robots.txt disallows {site.url}/product/2 (-s robots.obey=false fetches it anyway)"]
+
+
+def test_shell_gives_the_response_and_fetch_to_a_console(tmp_path: Path, site: PracticeSite) -> None:
+    lines = "\n".join([
+        "print('status', response.status)",
+        "print('name', response.css('h1.name::text').get())",
+        f"fetch('{site.url}/product/9')",
+        "print('then', response.url)",
+    ])
+    done = subprocess.run(
+        [sys.executable, "-m", "crawler.cli", "shell", f"{site.url}/product/4"], cwd=tmp_path, input=lines + "\n",
+        capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "status 200" in done.stdout and f"name {product(4)['name']}" in done.stdout
+    assert f"then {site.url}/product/9" in done.stdout
