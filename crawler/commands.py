@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
                                 help="write items to PATH ({spider} and {format} are filled in; .csv or .jsonl "
                                      "picks the format); - writes JSON Lines to standard output")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    new = commands.add_parser("new", help="make a project that crawls the practice site at once")
+    new.add_argument("folder", type=Path, metavar="DIR")
+    genspider = commands.add_parser("genspider", help="add a spider for a site to the project in this folder")
+    genspider.add_argument("name", metavar="NAME")
+    genspider.add_argument("url", metavar="URL", help="where it starts")
     run = commands.add_parser("run", help="crawl (or resume the crawl) a config describes", parents=[spider_options])
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--spider", metavar="NAME", help="run only this spider")
@@ -188,6 +193,31 @@ def _retry_failed(config: Config, args: argparse.Namespace, out: Console) -> int
             requeued = checkpoint.frontier(name).retry_failed(args.status, args.kind)
             out.print(f"{name}: {requeued} failed request{'s' if requeued != 1 else ''} queued again")
     out.print(f"Run `crawler run {args.config}` to fetch them.")
+    return EXIT_OK
+
+
+def _new(args: argparse.Namespace, out: Console) -> int:
+    from .scaffold import new_project
+
+    written = new_project(args.folder)
+    out.print(f"{args.folder}: a project of {len(written)} files. Next:")
+    steps = (
+        (f"cd {args.folder} && crawler run config.toml", "crawls the practice site into output/"),
+        ("python -m pytest", "the example spider's test"),
+        ("crawler genspider NAME URL", "a spider for your site"),
+    )
+    width = max(len(command) for command, _ in steps) + 2
+    for command, what in steps:
+        out.print(f"  {command.ljust(width)}# {what}")
+    return EXIT_OK
+
+
+def _genspider(args: argparse.Namespace, out: Console) -> int:
+    from .scaffold import new_spider
+
+    path = new_spider(args.name, args.url, Path.cwd())
+    named = " and named it in config.toml" if (Path.cwd() / "config.toml").exists() else ""
+    out.print(f"wrote {path}{named}: `crawler parse {args.url} config.toml --spider {args.name}` tries it on its first page")
     return EXIT_OK
 
 
@@ -350,6 +380,10 @@ def run_command(argv: list[str] | None = None) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     try:
+        if args.command == "new":
+            return _new(args, out)
+        if args.command == "genspider":
+            return _genspider(args, out)
         if args.command in ("fetch", "shell") and args.config is None:
             from .runner.pages import bare_config
 
