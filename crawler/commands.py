@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -390,25 +391,19 @@ def run_command(argv: list[str] | None = None) -> int:
             config = _overridden(bare_config(), args)
         else:
             config = _overridden(load_config(args.config), args)
-        if args.command == "check":
-            return _check(config, args.config, out)
-        if args.command == "list":
-            return _list(config, out)
-        if args.command == "status":
-            return _status(config, args, out)
-        if args.command == "retry-failed":
-            return _retry_failed(config, args, out)
-        if args.command == "fetch":
-            return _fetch(config, args, out)
-        if args.command == "shell":
-            return _shell(config, args)
-        if args.command == "parse":
-            return _parse(config, args, out)
-        if args.command == "rejected":
-            return _rejected(config, args, out)
-        if args.command == "export":
-            return _export(config, args, out)
-        return _run(config, args, out, err)
+        commands: dict[str, Callable[[], int]] = {
+            "check": lambda: _check(config, args.config, out),
+            "list": lambda: _list(config, out),
+            "status": lambda: _status(config, args, out),
+            "retry-failed": lambda: _retry_failed(config, args, out),
+            "fetch": lambda: _fetch(config, args, out),
+            "shell": lambda: _shell(config, args),
+            "parse": lambda: _parse(config, args, out),
+            "rejected": lambda: _rejected(config, args, out),
+            "export": lambda: _export(config, args, out),
+            "run": lambda: _run(config, args, out, err),
+        }
+        return commands[args.command]()
     except ConfigError as error:
         for problem in error.problems:
             err.print(problem)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from crawler.auth.cluster import ClusterLogin
 from crawler.auth.cookies import CrawlCookieJar
@@ -389,7 +391,7 @@ def test_with_the_server_out_of_reach_robots_txt_is_fetched_all_the_same(tmp_pat
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    unreachable = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    unreachable = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     stats = Stats()
     with PracticeSite(products=10) as site:
         site.robots.body = ROBOTS
