@@ -45,7 +45,7 @@ from ..politeness.robots import RobotsFetch, SharedRobotsFetch
 from ..processing import HostControl
 from .auth import LoginVia, SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
-from .owner import machine_slot
+from .owner import machine_name, machine_slot
 from .wiring import SpiderWork, session_factory, spider_work
 
 if TYPE_CHECKING:
@@ -538,16 +538,16 @@ def _shared_by_machines(
 
 
 def _output_file(config: Config, spider: Spider, frontier: Frontier) -> OutputFile | OutputStream:
+    item_format = make_format(config.output, spider)
     if config.output.path == "-":
-        return OutputStream(sys.stdout.buffer, frontier, make_format(config.output, spider))
+        return OutputStream(sys.stdout.buffer, frontier, item_format)
     path = config.output_path(spider.name)
     if config.checkpoint.backend == "sqlite":
-        return OutputFile(path, frontier, make_format(config.output, spider))
-    # A checkpoint shared by machines: each machine keeps its own file, with its own progress,
-    # written by one of its processes at a time.
-    return OutputFile(
-        path, frontier, make_format(config.output, spider), state_key=f"export:{socket.gethostname()}:{path}", shared=True,
-    )
+        return OutputFile(path, frontier, item_format)
+    # A checkpoint shared by machines: each machine keeps its own file, with its own progress
+    # (under the name the machine goes by in the crawl), written by one of its processes at a time.
+    state_key = f"export:{machine_name(config.checkpoint.machine)}:{path}"
+    return OutputFile(path, frontier, item_format, state_key=state_key, shared=True)
 
 
 def _save_login(auth: SpiderAuth) -> None:

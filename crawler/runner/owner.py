@@ -24,6 +24,12 @@ from pathlib import Path
 _MOST_SLOTS = 1024
 
 
+def machine_name(machine: str | None = None) -> str:
+    """What this machine is called among a crawl's processes: ``machine`` (the config's
+    ``checkpoint.machine``), or its host name."""
+    return machine or socket.gethostname()
+
+
 @contextlib.contextmanager
 def machine_slot(state_folder: Path, machine: str | None = None) -> Iterator[str]:
     """This process's owner name, held until the block ends; ``machine`` stands for the host
@@ -38,7 +44,7 @@ def machine_slot(state_folder: Path, machine: str | None = None) -> Iterator[str
             os.close(descriptor)
             continue
         try:
-            yield f"{machine or socket.gethostname()}:{place}:{slot}"
+            yield f"{machine_name(machine)}:{place}:{slot}"
         finally:
             os.close(descriptor)  # and with it the lock
         return
