@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
-from .overrides import dotted_settings, output_override, with_spider_arguments
+from .overrides import dotted_settings, overridden
 
 if TYPE_CHECKING:
     from .runner import RunReport
@@ -37,18 +37,12 @@ def crawl(
     command line. With ``crawl.processes`` above 1 the caller's main module must be guarded by
     ``if __name__ == "__main__":`` (worker processes import it again).
     """
-    from .loader import load_spiders
     from .runner import run_crawl
 
-    config = _config_of(target)
-    overrides = dotted_settings(settings or {})
-    if output is not None:
-        overrides = {**overrides, "output": {**overrides.get("output", {}), **output_override(output)["output"]}}
-    if args:
-        indices = load_spiders(config, spider).keys()
-        overrides = {**overrides, "spiders": with_spider_arguments(config.model_dump()["spiders"], args, indices)}
-    if overrides:
-        config = config.with_overrides(overrides, "crawl()")
+    config = overridden(
+        _config_of(target), dotted_settings(settings or {}), output=output, arguments=args or {}, spider=spider,
+        source="crawl()",
+    )
     return run_crawl(config, only=spider, fresh=fresh)
 
 

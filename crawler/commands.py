@@ -33,7 +33,7 @@ from .runner.auth import check_secrets, environment
 from .callbacks import missing_callbacks
 from .exporters import make_format
 from .loader import load_spiders
-from .overrides import output_override, setting_overrides, spider_arguments, with_spider_arguments
+from .overrides import overridden, setting_overrides, spider_arguments
 
 if TYPE_CHECKING:
     from .runner import RunReport
@@ -125,16 +125,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overridden(config: Config, args: argparse.Namespace) -> Config:
     """The config with what the command line sets laid over it, validated like the file."""
-    overrides = setting_overrides(args.settings)
-    if getattr(args, "output", None):
-        overrides = {**overrides, "output": {**overrides.get("output", {}), **output_override(args.output)["output"]}}
-    if arguments := spider_arguments(getattr(args, "arguments", [])):
-        indices = load_spiders(config, getattr(args, "spider", None)).keys()
-        entries = with_spider_arguments(config.model_dump()["spiders"], arguments, indices)
-        overrides = {**overrides, "spiders": entries}
-    if not overrides:
-        return config
-    return config.with_overrides(overrides, "the command line")
+    return overridden(
+        config, setting_overrides(args.settings), output=getattr(args, "output", None),
+        arguments=spider_arguments(getattr(args, "arguments", [])), spider=getattr(args, "spider", None),
+        source="the command line",
+    )
 
 
 def _configure_logging(console: Console, verbose: bool) -> None:

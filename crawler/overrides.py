@@ -8,7 +8,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePath
 from typing import Any
 
+from .config import Config
 from .exceptions import ConfigError
+from .loader import load_spiders
 
 #: Output file suffixes that say the format, as Scrapy's ``-o`` reads them.
 _FORMATS = {".jsonl": "jsonl", ".jl": "jsonl", ".csv": "csv"}
@@ -53,18 +55,33 @@ def spider_arguments(assignments: Iterable[str]) -> dict[str, Any]:
     return {name: _value(value) for name, value in (_split(item, "-a", "name=value") for item in assignments)}
 
 
-def output_override(path: str) -> dict[str, Any]:
+def overridden(
+    config: Config, sections: Mapping[str, Any], *, output: str | None, arguments: Mapping[str, Any],
+    spider: str | None, source: str,
+) -> Config:
+    """``config`` with ``sections`` (settings), the ``output`` path and spider ``arguments`` (for
+    the spiders that run: every one, or ``spider``) laid over it, validated like the file;
+    ``source`` names where they came from in the errors."""
+    overrides = dict(sections)
+    if output is not None:
+        overrides["output"] = {**overrides.get("output", {}), **_output_section(output)}
+    if arguments:
+        indices = load_spiders(config, spider).keys()
+        overrides["spiders"] = _with_arguments(config.model_dump()["spiders"], arguments, indices)
+    return config.with_overrides(overrides, source) if overrides else config
+
+
+def _output_section(path: str) -> dict[str, Any]:
     """``-o PATH``: the output file (``{spider}`` and ``{format}`` may be in it), and its format
     where the suffix says it; ``-o -`` writes JSON Lines to standard output."""
     if path == "-":
-        return {"output": {"path": "-", "format": "jsonl"}}
+        return {"path": "-", "format": "jsonl"}
     chosen = _FORMATS.get(PurePath(path).suffix.lower())
-    return {"output": {"path": path, **({"format": chosen} if chosen else {})}}
+    return {"path": path, **({"format": chosen} if chosen else {})}
 
 
-def with_spider_arguments(spiders: list[dict[str, Any]], arguments: Mapping[str, Any], indices: Iterable[int]) -> list[dict[str, Any]]:
-    """The ``[[spiders]]`` entries with ``arguments`` added to the args of those at ``indices``
-    (the spiders that run)."""
+def _with_arguments(spiders: list[dict[str, Any]], arguments: Mapping[str, Any], indices: Iterable[int]) -> list[dict[str, Any]]:
+    """The ``[[spiders]]`` entries with ``arguments`` added to the args of those at ``indices``."""
     chosen = set(indices)
     return [
         {**entry, "args": {**(entry.get("args") or {}), **arguments}} if index in chosen else entry
