@@ -35,7 +35,7 @@ import redis
 
 from ..auth.cluster import KeepLocked, poll_delays
 from ..exceptions import CheckpointError
-from ..politeness.robots import RobotsFetch, _says_try_later
+from ..politeness.robots import RobotsFetch, says_try_later
 from ..stats import Stats
 from .redis import CheckpointUnavailable, Patience, RedisStore, checkpoint_errors, translate_redis_error
 from .redis_keys import CrawlKeys
@@ -189,7 +189,7 @@ class RedisRobotsFetch:
             with KeepLocked(self._renewer(lock, holder), self.lock_ttl, url):
                 self.stats.inc("robots:fetched")
                 status, body = self.fetch(url)
-            if not _says_try_later(status):
+            if not says_try_later(status):
                 self._bookkeep("store the answer of", url, lambda: self.client.hset(self.keys.robots, url, b"%d %s" % (status, body)))
             return status, body
         finally:

@@ -52,6 +52,7 @@ from .schema import SCHEMA_VERSION, check_integrity, check_schema, create, migra
 if TYPE_CHECKING:
     from ..processing import HostControl
 
+
 def lock_holder(path: Path) -> str | None:
     """Who holds the checkpoint's lock (a crawl running now), or None."""
     try:

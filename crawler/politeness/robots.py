@@ -155,7 +155,7 @@ class _Entry:
         self.warned = False
 
 
-def _says_try_later(status: int) -> bool:
+def says_try_later(status: int) -> bool:
     """A robots.txt answer that means "try later" (RFC 9309: 5xx; and a 429 asks as much)."""
     return status >= 500 or status == 429
 
@@ -223,7 +223,7 @@ class RobotsCache:
         logger.debug("fetched %s: HTTP %d", robots_url, status)
         if 200 <= status < 300:
             return self._parse(robots_url, body)
-        if _says_try_later(status):
+        if says_try_later(status):
             return self._unavailable(robots_url, entry, f"HTTP {status}")
         return _ALLOW_ALL
 
@@ -302,7 +302,7 @@ class SharedRobotsFetch:
         """What the fetch of ``url`` that an asker was told to make came to."""
         with self._lock:
             flight = self._flights.pop(url, None)
-            if not isinstance(outcome, BaseException) and not _says_try_later(outcome[0]):
+            if not isinstance(outcome, BaseException) and not says_try_later(outcome[0]):
                 self._answers[url] = outcome
         for _, reply in flight.waiting if flight is not None else ():
             reply(outcome)
