@@ -27,8 +27,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -37,7 +36,7 @@ from ..auth.cluster import KeepLocked, poll_delays
 from ..exceptions import CheckpointError
 from ..politeness.robots import RobotsFetch, says_try_later
 from ..stats import Stats
-from .redis import CheckpointUnavailable, Patience, RedisStore, checkpoint_errors, translate_redis_error
+from .redis import CheckpointUnavailable, Patience, RedisStore, checkpoint_errors
 from .redis_keys import CrawlKeys
 
 logger = logging.getLogger(__name__)
@@ -72,15 +71,6 @@ if answer then return answer end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
 return 0
 """
-
-
-@contextmanager
-def _checkpoint_errors(where: str) -> Iterator[None]:
-    """The client's errors, as the checkpoint's (a server out of reach: CheckpointUnavailable)."""
-    try:
-        yield
-    except redis.RedisError as error:
-        raise translate_redis_error(where, error) from None
 
 
 def _milliseconds(seconds: float) -> int:
@@ -163,7 +153,7 @@ class RedisRobotsFetch:
         self.lock_ttl = lock_ttl
         self.where = f"robots.txt (crawl {crawl})"
         self._locks = _Locks(client)
-        self._ask = client.register_script(_ASK_ROBOTS)
+        self._ask_script = client.register_script(_ASK_ROBOTS)
 
     def __call__(self, url: str) -> tuple[int, bytes]:
         lock = self.keys.robots_lock(url)
@@ -171,8 +161,7 @@ class RedisRobotsFetch:
         delays = poll_delays()
         while True:
             try:
-                with _checkpoint_errors(self.where):
-                    reply = self._ask(keys=[self.keys.robots, lock], args=[url, holder, _milliseconds(self.lock_ttl)])
+                reply = self._ask(url, lock, holder)
             except CheckpointUnavailable as error:
                 # robots.txt is public: fetched once more than needed is better than a request failed.
                 logger.warning("%s; fetching %s without the other processes", error, url)
@@ -186,30 +175,39 @@ class RedisRobotsFetch:
 
     def _fetch_holding(self, url: str, lock: str, holder: str) -> tuple[int, bytes]:
         try:
-            with KeepLocked(self._renewer(lock, holder), self.lock_ttl, url):
+            with KeepLocked(lambda: self._renew(lock, holder), self.lock_ttl, url):
                 self.stats.inc("robots:fetched")
                 status, body = self.fetch(url)
             if not says_try_later(status):
-                self._bookkeep("store the answer of", url, lambda: self.client.hset(self.keys.robots, url, b"%d %s" % (status, body)))
+                self._bookkeep("store the answer of", url, lambda: self._store(url, status, body))
             return status, body
         finally:
-            self._bookkeep("let go of the lock of", url, lambda: self._locks.unlock(lock, holder))
-
-    def _renewer(self, lock: str, holder: str) -> Callable[[], bool]:
-        def renew() -> bool:
-            with _checkpoint_errors(self.where):
-                return self._locks.renew(lock, holder, self.lock_ttl)
-
-        return renew
+            self._bookkeep("let go of the lock of", url, lambda: self._unlock(lock, holder))
 
     def _bookkeep(self, what: str, url: str, step: Callable[[], object]) -> None:
         """A step after the fetch: if the server cannot take it, this process keeps its answer
         all the same, and the others fetch the file themselves once the lock lapses."""
         try:
-            with _checkpoint_errors(self.where):
-                step()
+            step()
         except CheckpointError as error:
             logger.warning("cannot %s %s: %s", what, url, error)
+
+    # The steps on the server, their errors the checkpoint's (see checkpoint_errors).
+    @checkpoint_errors
+    def _ask(self, url: str, lock: str, holder: str) -> object:
+        return self._ask_script(keys=[self.keys.robots, lock], args=[url, holder, _milliseconds(self.lock_ttl)])
+
+    @checkpoint_errors
+    def _renew(self, lock: str, holder: str) -> bool:
+        return self._locks.renew(lock, holder, self.lock_ttl)
+
+    @checkpoint_errors
+    def _store(self, url: str, status: int, body: bytes) -> None:
+        self.client.hset(self.keys.robots, url, b"%d %s" % (status, body))
+
+    @checkpoint_errors
+    def _unlock(self, lock: str, holder: str) -> None:
+        self._locks.unlock(lock, holder)
 
     def _decoded(self, url: str, stored: bytes) -> tuple[int, bytes]:
         status, _, body = stored.partition(b" ")
