@@ -402,13 +402,15 @@ def test_with_the_server_out_of_reach_robots_txt_is_fetched_all_the_same(tmp_pat
 
 def test_a_login_asked_for_while_the_server_restarts_waits_for_it(tmp_path) -> None:
     server = RedisServer(tmp_path).start()
+    client = server.client()
     try:
-        board = RedisLoginBoard(server.client(), "restarting", SPIDER, wait_for_server=10)
+        board = RedisLoginBoard(client, "restarting", SPIDER, wait_for_server=10)
         answers: list[object] = []
         asking = threading.Thread(target=lambda: (time.sleep(0.3), answers.append(board.try_lock("me", 5))))
         asking.start()
         server.restart(down_for=1.0, killed=True)  # the ask lands while the server is down
         asking.join(15)
     finally:
+        client.close()
         server.stop()
     assert answers == [True]
