@@ -53,13 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     spider_options.add_argument("-o", "--output", metavar="PATH",
                                 help="write items to PATH ({spider} and {format} are filled in; .csv or .jsonl "
                                      "picks the format); - writes JSON Lines to standard output")
+    # What every command that fetches takes.
+    cached = argparse.ArgumentParser(add_help=False)
+    cached.add_argument("--cache", action="store_true",
+                        help="answer from the HTTP cache, and keep what is fetched in it (http_cache.enabled)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     new = commands.add_parser("new", help="make a project that crawls the practice site at once")
     new.add_argument("folder", type=Path, metavar="DIR")
     genspider = commands.add_parser("genspider", help="add a spider for a site to the project in this folder")
     genspider.add_argument("name", metavar="NAME")
     genspider.add_argument("url", metavar="URL", help="where it starts")
-    run = commands.add_parser("run", help="crawl (or resume the crawl) a config describes", parents=[spider_options])
+    run = commands.add_parser("run", help="crawl (or resume the crawl) a config describes",
+                              parents=[spider_options, cached])
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--spider", metavar="NAME", help="run only this spider")
     run.add_argument("--fresh", action="store_true", help="forget the checkpoint and start over")
@@ -87,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                             "ConnectError, CallbackError (repeatable)")
     fetch = commands.add_parser(
         "fetch", help="fetch one URL through the crawl's machinery (login, tokens, robots.txt, retries) and print it",
-        parents=[settings],
+        parents=[settings, cached],
     )
     fetch.add_argument("url", metavar="URL", help="{practice_site} stands for the practice site the config serves")
     fetch.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="whose spider's login and tokens to use")
@@ -95,14 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--headers", action="store_true", help="print the status line and headers, not the body")
     shell = commands.add_parser(
         "shell", help="fetch one URL and open a Python console with the response, to try selectors on",
-        parents=[settings],
+        parents=[settings, cached],
     )
     shell.add_argument("url", metavar="URL", help="{practice_site} stands for the practice site the config serves")
     shell.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="whose spider's login and tokens to use")
     shell.add_argument("--spider", metavar="NAME", help="the config's spider to fetch as (default: its first)")
     parse = commands.add_parser(
         "parse", help="fetch one URL and run a spider's callback on it: the requests and items it yields",
-        parents=[settings],
+        parents=[settings, cached],
     )
     parse.add_argument("url", metavar="URL", help="{practice_site} stands for the practice site the config serves")
     parse.add_argument("config", type=Path, metavar="CONFIG")
@@ -125,8 +130,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overridden(config: Config, args: argparse.Namespace) -> Config:
     """The config with what the command line sets laid over it, validated like the file."""
+    sections = setting_overrides(args.settings)
+    if getattr(args, "cache", False):
+        sections["http_cache"] = {**sections.get("http_cache", {}), "enabled": True}
     return overridden(
-        config, setting_overrides(args.settings), output=getattr(args, "output", None),
+        config, sections, output=getattr(args, "output", None),
         arguments=spider_arguments(getattr(args, "arguments", [])), spider=getattr(args, "spider", None),
         source="the command line",
     )

@@ -130,6 +130,24 @@ class OutputConfig(_Section):
         return path
 
 
+class HttpCacheConfig(_Section):
+    """Responses kept on disk, so that running a spider again while writing it does not fetch
+    the site again. For developing spiders: a crawl of a site for real leaves it off."""
+
+    enabled: bool = False
+    """On for every run of this config (``crawler run --cache`` turns it on for one run)."""
+    path: Path = Path(".crawler/http-cache.sqlite")
+    """The cache file (beside the checkpoint by default); it outlives ``--fresh``."""
+    expire_after: PositiveSeconds | None = None
+    """Seconds a kept response is used without asking the site (default: until deleted)."""
+    statuses: list[Annotated[int, Field(ge=100, le=599)]] = [200]
+    """The statuses kept; retried statuses (``retry.statuses``) cannot be among them."""
+    honour_headers: bool = False
+    """The site's Cache-Control and Expires decide how long a response is kept (and no-store
+    keeps it out), over ``expire_after``; off, they are ignored. Either way a stale response
+    with an ETag or Last-Modified is revalidated: the site answers 304, without the body."""
+
+
 class CheckpointConfig(_Section):
     backend: Literal["sqlite", "redis"] = "sqlite"
     """Where the crawl's state is kept: ``sqlite``, one file on this machine (``path``); or
@@ -398,6 +416,7 @@ class Config(_Section):
     robots: RobotsConfig = RobotsConfig()
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    http_cache: HttpCacheConfig = HttpCacheConfig()
     practice_site: PracticeSiteConfig = PracticeSiteConfig()
     # The config file's folder, set by load_config: not something the file itself can say.
     _base_dir: Path = PrivateAttr(Path("."))
@@ -428,6 +447,15 @@ class Config(_Section):
         # Standard output ("-") keeps no progress: every spider's items go to it as they come.
         if len(self.spiders) > 1 and "{spider}" not in self.output.path and self.output.path != "-":
             raise ValueError("output.path: must contain {spider} when several spiders are configured")
+        return self
+
+    @model_validator(mode="after")
+    def _cached_statuses_not_retried(self) -> Config:
+        # A retried status fails the attempt before it could be kept: listing it would promise a
+        # cache of 503s that never fills.
+        if retried := sorted(set(self.http_cache.statuses) & self.retry.statuses):
+            listed = ", ".join(map(str, retried))
+            raise ValueError(f"http_cache.statuses: {listed} retried (retry.statuses), so never cached")
         return self
 
     @model_validator(mode="after")

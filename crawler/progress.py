@@ -206,6 +206,11 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
         f"connections ({report.requests_per_connection:.1f} per connection) from {report.sessions} "
         f"sessions; {stats.get('pool_discards', 0)} pool discards, {stats.get('pool_evictions', 0)} pool evictions"
     )
+    if any(stats.get(name) for name in ("cache_hits", "cache_revalidated", "cache_stores", "cache_errors")):
+        console.print(
+            f"HTTP cache: {stats.get('cache_hits', 0)} hits, {stats.get('cache_revalidated', 0)} revalidated "
+            f"(304), {stats.get('cache_stores', 0)} responses kept, {stats.get('cache_errors', 0)} cache errors"
+        )
     if processes := stats.get("worker_processes"):
         lost = stats.get("worker_processes_lost", 0)
         stale = stats.get("stale_completions", 0)

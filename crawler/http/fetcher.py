@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -45,6 +45,9 @@ from ..urls import scheme_of
 from .redirects import CREDENTIAL_HEADERS, Hop, next_hop, origin
 from .framing import ExchangeTimeout, IncompleteHeaders, UntrustedResponse
 from .sessions import SessionRegistry, exchange, prepare
+
+if TYPE_CHECKING:  # requests-cache is imported only by a crawl that caches
+    from .cache import HttpCache, Lookup
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +167,10 @@ class Fetcher:
         error_statuses: frozenset[int],
         stats: Stats,
         auth: Auth = Auth(),
+        cache: HttpCache | None = None,
     ) -> None:
         self.sessions = sessions
+        self.cache = cache
         self.timeouts = timeouts
         self.max_body_size = max_body_size
         self.max_redirects = max_redirects
@@ -191,12 +196,19 @@ class Fetcher:
         session = self.sessions.get()
         if request.headers:
             self._report_overrides(request, session)
+        lookup = self._look_up(session, request)
+        if lookup is not None and self.cache is not None and lookup.fresh is not None:
+            response = self.cache.answer(lookup.fresh, request)
+            if not accept.allows(content_type := response.headers.get("Content-Type")):
+                raise UnwantedContent(content_type or "")
+            return response
         login = self.auth.login
         if login is not None:
             login.ensure()
         token_replayed = False
+        validators = lookup.validators if lookup is not None else {}
         for replay in range(_MAX_REPLAYS + 1):
-            sent = self._follow(session, request, accept, may_follow)
+            sent = self._follow(session, request, accept, may_follow, validators=validators)
             response = sent.response
             # A 401 to a request that carried a token is the token's problem first: refresh it,
             # and replay once.
@@ -217,7 +229,23 @@ class Fetcher:
         if response.status in self.error_statuses:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise exc.HTTPStatusError(request, response.status, retry_after)
+        return self._kept(lookup, response, request)
+
+    def _kept(self, lookup: Lookup | None, response: Response, request: Request) -> Response:
+        """``response`` as the cache leaves it: kept, or (a 304) the stale entry it confirms."""
+        if lookup is None or self.cache is None:
+            return response
+        if response.status == 304 and lookup.stale is not None:
+            return self.cache.revalidated(lookup, response, request)
+        self.cache.store(lookup, response)
         return response
+
+    def _look_up(self, session: requests.Session, request: Request) -> Lookup | None:
+        """The cache's entry for ``request``, keyed as it would be sent, without credentials."""
+        if self.cache is None:
+            return None
+        return self.cache.look_up(prepare(session, request.method, request.url, headers=request.headers,
+                                          body=request.body))
 
     def _tokens_rejected(self, sent: Sequence[tuple[TokenAuth, Mapping[str, str]]]) -> bool:
         # Every source that sent headers hears of the rejection (a list, not a generator that
@@ -229,8 +257,15 @@ class Fetcher:
 
         It is public: sent without tokens or cookies, its redirects followed anywhere (RFC 9309)."""
         session = self.sessions.get()
-        sent = self._follow(session, Request(url), None, None, body_limit=ROBOTS_MAX_SIZE)
-        return sent.response.status, sent.response.body
+        request = Request(url)
+        lookup = self._look_up(session, request)
+        if lookup is not None and self.cache is not None and lookup.fresh is not None:
+            answer = self.cache.answer(lookup.fresh, request)
+            return answer.status, answer.body
+        validators = lookup.validators if lookup is not None else {}
+        sent = self._follow(session, request, None, None, body_limit=ROBOTS_MAX_SIZE, validators=validators)
+        response = self._kept(lookup, sent.response, request)
+        return response.status, response.body
 
     def _follow(
         self,
@@ -240,6 +275,7 @@ class Fetcher:
         may_follow: Callable[[str], bool] | None,
         *,
         body_limit: int | None = None,
+        validators: Mapping[str, str] | None = None,
     ) -> _Sent:
         """The final response, with what was sent with the hop that produced it.
 
@@ -247,6 +283,8 @@ class Fetcher:
         With ``may_follow`` (a request of the crawl) tokens and cookies go with each hop they
         belong to, and redirects are followed within the request's origin to what it allows;
         without it (robots.txt) nothing secret is sent and every redirect is followed.
+        ``validators`` (If-None-Match, If-Modified-Since) go with the first hop only: they are
+        its URL's.
         """
         credentials = may_follow is not None
         deadline = time.monotonic() + self.timeouts.total
@@ -266,6 +304,8 @@ class Fetcher:
                 headers.update(computed)
             # The request's own headers win over computed ones; _report_overrides said so once.
             headers.update(hop.headers)
+            if validators and not followed:
+                headers.update(validators)
             raw, generation = self._send_hop(session, hop, headers, request, deadline, credentials)
             if not followed:
                 chain_generation = generation

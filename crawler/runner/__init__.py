@@ -285,10 +285,19 @@ def _practice_site(config: Config, *, resuming: bool, for_checkpoint: bool = Tru
     from ..practice import PracticeSite
 
     port_file = _site_port_file(config)
-    remembered = _remembered_port(port_file) if resuming and not settings.port else None
+    # A resumed crawl's queued URLs name the port it was served on; with the HTTP cache on, a
+    # fresh run is served there too where it can be, since the cache knows pages by their URLs.
+    cached = config.http_cache.enabled
+    remembered = _remembered_port(port_file) if (resuming or cached) and not settings.port else None
     site = PracticeSite(port=remembered or settings.port, products=settings.products, latency=settings.latency)
     try:
-        site.start()
+        try:
+            site.start()
+        except OSError:
+            if resuming or not remembered:
+                raise
+            site = PracticeSite(port=0, products=settings.products, latency=settings.latency)
+            site.start()
     except OSError as error:
         hint = ""
         if remembered:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -24,15 +25,21 @@ from ..stats import Stats
 from ..stopping import StopSignal
 from .auth import LoginVia, SpiderAuth, build_spider_auth
 
+if TYPE_CHECKING:
+    from ..http.cache import HttpCache
+
 
 @dataclass
 class SpiderWork:
     processor: LeaseProcessor
     sessions: SessionRegistry
     auth: SpiderAuth
+    cache: HttpCache | None = None
 
     def close(self) -> None:
         self.sessions.close_all()
+        if self.cache is not None:
+            self.cache.close()
 
 
 def spider_work(
@@ -55,7 +62,8 @@ def spider_work(
     new_session = session_factory(config, pools, stats)
     auth = build_spider_auth(config, index, spider, stats, environ, new_session, login_via=login_via)
     sessions = SessionRegistry(lambda: new_session(auth.cookies))
-    fetcher = _fetcher(config, sessions, stats, auth.auth)
+    cache = http_cache(config, stats)
+    fetcher = _fetcher(config, sessions, stats, auth.auth, cache)
     entry = config.spiders[index]
     processor = LeaseProcessor(
         spider,
@@ -76,7 +84,7 @@ def spider_work(
         ),
         seen=seen,
     )
-    return SpiderWork(processor, sessions, auth)
+    return SpiderWork(processor, sessions, auth, cache)
 
 
 def retry_policy(config: Config) -> RetryPolicy:
@@ -104,7 +112,23 @@ def _robots(config: Config, fetch: RobotsFetch, stats: Stats, *, counted: bool) 
     )
 
 
-def _fetcher(config: Config, sessions: SessionRegistry, stats: Stats, auth: Auth) -> Fetcher:
+def http_cache(config: Config, stats: Stats) -> HttpCache | None:
+    settings = config.http_cache
+    if not settings.enabled:
+        return None
+    # Imported here: requests-cache takes a quarter of a second to import, which a crawl that
+    # does not cache (and each of its worker processes) need not pay.
+    from ..http.cache import CachePolicy, HttpCache
+
+    policy = CachePolicy(
+        expire_after=settings.expire_after,
+        statuses=frozenset(settings.statuses),
+        honour_headers=settings.honour_headers,
+    )
+    return HttpCache(config.resolve(settings.path), policy, stats)
+
+
+def _fetcher(config: Config, sessions: SessionRegistry, stats: Stats, auth: Auth, cache: HttpCache | None) -> Fetcher:
     timeout = config.http.timeout
     return Fetcher(
         sessions,
@@ -114,6 +138,7 @@ def _fetcher(config: Config, sessions: SessionRegistry, stats: Stats, auth: Auth
         error_statuses=config.retry.statuses,
         stats=stats,
         auth=auth,
+        cache=cache,
     )
 
 
