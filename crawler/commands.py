@@ -337,20 +337,40 @@ def _run(config: Config, args: argparse.Namespace, out: Console, err: Console) -
     if args.processes is not None:
         config = config.with_overrides({"crawl": {"processes": args.processes}}, "--processes")
     to_stdout = config.output.path == "-"
-    report = run_crawl(config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err, every=args.progress_every))
-    outputs = {
-        result.spider: "standard output" if to_stdout else str(config.output_path(result.spider))
-        for result in report.results
-    }
-    if report.results and not all(result.already_finished for result in report.results):
-        # Standard output is the items' (-o -): the summary goes where the progress went.
-        print_summary(err if to_stdout else out, report, outputs)
+    # Standard output is the items' (-o -): the summary goes where the progress went.
+    summary = err if to_stdout else out
+
+    def summarize(report: RunReport) -> None:
+        outputs = {
+            result.spider: "standard output" if to_stdout else str(config.output_path(result.spider))
+            for result in report.results
+        }
+        if report.results and not all(result.already_finished for result in report.results):
+            print_summary(summary, report, outputs)
+
+    try:
+        report = run_crawl(
+            config, only=args.spider, fresh=args.fresh, reporter=TerminalReporter(err, every=args.progress_every)
+        )
+    except CrawlerError as error:
+        # What the spiders did before the crawl stopped is still theirs to see (the one whose
+        # login failed, and the others); run_command says why it stopped, with its exit code.
+        if error.report is not None:
+            summarize(error.report)
+            if args.stats_file is not None:
+                _write_stats(args.stats_file, error.report, exit_code(error))
+        raise
+    summarize(report)
     code = _verdict(report, args, err)
     if args.stats_file is not None:
-        from .reports import run_document, write_json
-
-        write_json(args.stats_file, run_document(report, code))
+        _write_stats(args.stats_file, report, code)
     return code
+
+
+def _write_stats(path: Path, report: RunReport, code: int) -> None:
+    from .reports import run_document, write_json
+
+    write_json(path, run_document(report, code))
 
 
 def _verdict(report: RunReport, args: argparse.Namespace, err: Console) -> int:
@@ -374,6 +394,15 @@ def _verdict(report: RunReport, args: argparse.Namespace, err: Console) -> int:
         )
         return EXIT_REQUESTS_FAILED
     return EXIT_OK
+
+
+def exit_code(error: CrawlerError) -> int:
+    """The exit code of a command stopped by ``error``."""
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, (CheckpointError, OutputError)):
+        return EXIT_STORAGE
+    return EXIT_FAILED
 
 
 def run_command(argv: list[str] | None = None) -> int:
@@ -410,19 +439,19 @@ def run_command(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         for problem in error.problems:
             err.print(problem)
-        return EXIT_CONFIG
+        return exit_code(error)
     except (CheckpointError, OutputError) as error:
         err.print(f"crawler: {error}")
         if isinstance(error, (CheckpointWriteFailed, OutputError)):
             err.print("What was committed is safe: free some space (or fix permissions) and run the same command.")
-        return EXIT_STORAGE
+        return exit_code(error)
     except LoginFailed as error:
         err.print(f"crawler: {error}")
         err.print("Nothing was lost: fix the login and run the same command to continue.")
-        return EXIT_FAILED
+        return exit_code(error)
     except CrawlerError as error:
         err.print(f"crawler: {error}")
-        return EXIT_FAILED
+        return exit_code(error)
     except KeyboardInterrupt:
         err.print(STOPPED)
         return EXIT_INTERRUPTED

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .request import Request
+    from .runner import RunReport
 
 
 class CrawlerError(Exception):
@@ -43,7 +44,12 @@ class CrawlerError(Exception):
 
     Each passes all its constructor's arguments to ``Exception``, so it survives pickling (a
     crawl's errors cross process boundaries) with every field it carries.
+
+    One that stopped a crawl (a failed login, a checkpoint that cannot be written) carries the
+    run's ``report`` up to that point: what every spider did, the finished ones' too.
     """
+
+    report: RunReport | None = None
 
 
 class ConfigError(CrawlerError):

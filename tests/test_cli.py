@@ -38,8 +38,8 @@ class Result:
     err: str
 
 
-def crawler_cli(*args: str, cwd: Path) -> Result:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+def crawler_cli(*args: str, cwd: Path, environ: dict[str, str] | None = None) -> Result:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(environ or {})}
     done = subprocess.run(
         [sys.executable, "-m", "crawler.cli", *args],
         cwd=cwd,
@@ -690,6 +690,29 @@ def test_the_summary_shows_an_output_path_whole_where_the_output_is_80_columns(t
     assert done.returncode == 0, done.stderr
     path = str(deep / "out" / "products.jsonl")
     assert len(path) > 60 and any(path in line for line in done.stdout.splitlines()), done.stdout
+
+
+def test_a_failed_login_still_shows_what_every_spider_did(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    small = ("-s", "practice_site.products=30")
+    done = crawler_cli("run", "config.toml", *small, "--spider", "products", cwd=tmp_path)
+    assert done.code == 0, done
+
+    stats = tmp_path / "stats.json"
+    failed = crawler_cli(
+        "run", "config.toml", *small, "--stats-file", str(stats), cwd=tmp_path,
+        environ={"PRACTICE_PASSWORD": "not-the-password"},
+    )
+    lines = assert_clean_failure(failed, 1)
+    assert lines[-2].startswith("crawler: login at ") and "$PRACTICE_PASSWORD" in lines[-2]
+    table = [[cell.strip() for cell in line.split("│")[1:-1]] for line in failed.out.splitlines() if line.startswith("│ ")]
+    rows = {row[0]: row for row in table}
+    # spider, done, failed, refused, items: the spider that finished before is still shown.
+    assert rows["products"][4] == "30" and rows["products"][2] == "0", failed.out
+    assert "members" in rows
+    document = json.loads(stats.read_text())
+    assert document["exit_code"] == 1
+    assert {spider["spider"] for spider in document["spiders"]} == {"products", "members"}
 
 
 # -- one page at a time: fetch and parse ------------------------------------------------------------

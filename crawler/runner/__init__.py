@@ -368,12 +368,10 @@ def run_crawl(
             for spider in spiders.values():
                 _forget(config, checkpoint, spider.name)
         results = _run_spiders(run, spiders)
-    if stop.error is not None:
-        raise stop.error
     stats = Stats()
     for one in run.stats:
         stats.merge(one.snapshot())
-    return RunReport(
+    report = RunReport(
         results=results,
         stats=stats.snapshot(),
         elapsed=time.monotonic() - started,
@@ -382,6 +380,10 @@ def run_crawl(
         requests_per_connection=stats.requests_per_connection(),
         host_pools=run.pools.hosts,
     )
+    if stop.error is not None:
+        stop.error.report = report
+        raise stop.error
+    return report
 
 
 def _pool_sizing(config: Config, workers: int | None = None) -> PoolSizing:
