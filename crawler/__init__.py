@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from .auth.tokens import HeaderAuth
     from .content import accepts
     from .exceptions import CrawlerError, FetchError, LoginFailed
+    from .links import LinkExtractor, Rule
+    from .pipelines import DropItem
     from .request import Request
     from .response import Response
     from .spider import Spider
@@ -22,11 +24,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CrawlerError",
+    "DropItem",
     "FetchError",
     "HeaderAuth",
+    "LinkExtractor",
     "LoginFailed",
     "Request",
     "Response",
+    "Rule",
     "Spider",
     "__version__",
     "accepts",
@@ -38,11 +43,14 @@ __all__ = [
 # take their time to load.
 _PUBLIC_HOMES = {
     "CrawlerError": ".exceptions",
+    "DropItem": ".pipelines",
     "FetchError": ".exceptions",
     "HeaderAuth": ".auth.tokens",
+    "LinkExtractor": ".links",
     "LoginFailed": ".exceptions",
     "Request": ".request",
     "Response": ".response",
+    "Rule": ".links",
     "Spider": ".spider",
     "accepts": ".content",
     "crawl": ".api",

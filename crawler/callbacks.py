@@ -2,9 +2,10 @@
 
 A request's callback is looked up only when its response comes back, so a misspelt name fails
 page after page, deep into a crawl. What the spider's source says is known at once: a
-``Request(url, callback=...)``, ``Request(url, "name")``, ``response.follow(link, ...)`` or
-``follow_all`` whose callback is ``self.<name>`` or the string ``"<name>"``. Callbacks chosen at
-run time (a variable, ``getattr``) are left to the crawl, which fails their requests one line each.
+``Request(url, callback=...)``, ``Request(url, "name")``, ``response.follow(link, ...)``,
+``follow_all`` or ``Rule(extractor, ...)`` whose callback is ``self.<name>`` or the string
+``"<name>"``. Callbacks chosen at run time (a variable, ``getattr``) are left to the crawl, which
+fails their requests one line each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from .spider import Spider
 
 # Calls that take a callback: the argument's name, and its position when given without one.
-_TAKES_CALLBACK = {"Request": 1, "follow": 1, "follow_all": 1}
+_TAKES_CALLBACK = {"Request": 1, "follow": 1, "follow_all": 1, "Rule": 1}
 
 
 @dataclass(frozen=True, slots=True)

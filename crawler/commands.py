@@ -34,6 +34,7 @@ from .callbacks import missing_callbacks
 from .exporters import make_format
 from .loader import load_spiders
 from .overrides import overridden, setting_overrides, spider_arguments
+from .sinks.base import SinkError
 
 if TYPE_CHECKING:
     from .runner import RunReport
@@ -148,9 +149,13 @@ def _configure_logging(console: Console, verbose: bool) -> None:
 
 
 def _check(config: Config, path: Path, out: Console) -> int:
-    spiders = list(load_spiders(config).values())
-    for spider in spiders:
+    from .runner.items import check_sinks, load_pipelines
+
+    by_index = load_spiders(config)
+    spiders = list(by_index.values())
+    for index, spider in by_index.items():
         make_format(config.output, spider)  # the CSV columns a spider's items get
+        load_pipelines(config, index)
     if missing := [str(problem) for spider in spiders for problem in missing_callbacks(type(spider))]:
         raise ConfigError(missing)
     demo_account = None
@@ -158,7 +163,10 @@ def _check(config: Config, path: Path, out: Console) -> int:
         from .practice import PracticeSite
 
         demo_account = PracticeSite().demo_credentials
-    check_secrets(config, environment(config, demo_account))
+    environ = environment(config, demo_account)
+    check_secrets(config, environ)
+    for index in by_index:
+        check_sinks(config, index, environ)
     out.print(f"{path}: OK ({len(spiders)} spider{'s' if len(spiders) != 1 else ''}: "
               f"{', '.join(spider.name for spider in spiders)})")
     return EXIT_OK
@@ -442,7 +450,9 @@ def run_command(argv: list[str] | None = None) -> int:
         return exit_code(error)
     except (CheckpointError, OutputError) as error:
         err.print(f"crawler: {error}")
-        if isinstance(error, (CheckpointWriteFailed, OutputError)):
+        if isinstance(error, SinkError):
+            err.print("What was committed is safe: fix the database and run the same command; it writes from where it was.")
+        elif isinstance(error, (CheckpointWriteFailed, OutputError)):
             err.print("What was committed is safe: free some space (or fix permissions) and run the same command.")
         return exit_code(error)
     except LoginFailed as error:

@@ -6,6 +6,7 @@ whatever directory it is started from.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +29,7 @@ from pydantic import (
 
 from . import __version__
 from .exceptions import ConfigError
+from .http.proxies import ProxyAddress
 from .retry import TRANSIENT_STATUSES
 
 # Durations are bounded: an infinite or astronomic one is accepted by a float but breaks the
@@ -51,6 +54,23 @@ class TimeoutConfig(_Section):
     forever is cut off here."""
 
 
+def _proxy_url(url: str) -> str:
+    if ProxyAddress.parse(url).has_credentials:  # a ValueError says what else is wrong
+        raise ValueError(
+            "holds credentials: name the environment variables holding them in http.proxy_username_env "
+            "and http.proxy_password_env (CRAWLER_PROXY_USERNAME, CRAWLER_PROXY_PASSWORD by default) instead"
+        )
+    return url
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 class HttpConfig(_Section):
     timeout: TimeoutConfig = TimeoutConfig()
     user_agent: str = Field(f"crawler/{__version__}", min_length=1)
@@ -64,6 +84,38 @@ class HttpConfig(_Section):
     verify_tls: StrictBool = True
     ca_bundle: Path | None = None
     """A PEM file of certificate authorities to trust instead of the system's."""
+    proxy: list[Annotated[str, AfterValidator(_proxy_url)]] = []
+    """A proxy URL (``http://host:port``; ``https://`` for TLS to the proxy) or a list of them,
+    taken in turn (``proxy_rotation``); never with credentials in it (``proxy_username_env``)."""
+    proxy_rotation: Literal["per_host", "per_request"] = "per_host"
+    """How a list of proxies is used: each host always through the same one (its cookies see one
+    exit), or each request through the next."""
+    proxy_username_env: str = Field("CRAWLER_PROXY_USERNAME", min_length=1)
+    proxy_password_env: str = Field("CRAWLER_PROXY_PASSWORD", min_length=1)
+    """The environment variables holding the credentials for the proxies of ``proxy`` (set both,
+    or neither: no credentials)."""
+    no_proxy: list[str] = []
+    """Hosts reached without a proxy, as ``NO_PROXY`` lists them: ``example.com`` (and its
+    subdomains), ``host:port``, an IP address or network (``10.0.0.0/8``), ``*``."""
+    trust_env: StrictBool = False
+    """Honour the environment as requests does: ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and
+    ``NO_PROXY`` (where ``proxy`` is not set), ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` (where
+    ``ca_bundle`` is not set)."""
+    max_proxy_failures: int = Field(5, ge=1, le=100)
+    """Proxy failures a request may meet (each a proxy that could not carry it, or a wait for
+    one to come back) before it fails as ProxyError; they do not spend ``retry.attempts``."""
+
+    @field_validator("proxy", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("no_proxy")
+    @classmethod
+    def _hosts_only(cls, entries: list[str]) -> list[str]:
+        if bad := [entry for entry in entries if "://" in entry or ("/" in entry and not _is_network(entry))]:
+            raise ValueError(f"hosts, domains or networks, without scheme or path: {', '.join(map(repr, bad))}")
+        return entries
 
     @field_validator("user_agent")
     @classmethod
@@ -97,7 +149,9 @@ class RetryConfig(_Section):
 
 
 class OutputConfig(_Section):
-    format: Literal["jsonl", "csv"] = "jsonl"
+    format: Literal["jsonl", "json", "csv", "parquet"] = "jsonl"
+    """``jsonl`` and ``csv`` are appended as items are committed; ``json`` (one array) too, and
+    is valid after every append; ``parquet`` is written whole each run and in place at its end."""
     path: str = "output/{spider}.{format}"
     """``{spider}`` and ``{format}`` are filled in; each spider gets its own file."""
     fields: list[str] | None = None
@@ -350,6 +404,38 @@ class TokenConfig(_CredentialFields):
         return self
 
 
+_IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+_TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
+
+
+class _SinkFields(_Section):
+    table: str = Field(pattern=_TABLE_NAME)
+    """The table items go to: made from the spider's item model (columns named after its
+    fields) if it does not exist; if it does, it must have those columns."""
+    key: str | None = None
+    """The column to upsert by (unique in the table): a crawl resumed after a crash writes
+    again the items past the sink's last recorded position, which then replace themselves.
+    Without it rows are inserted, and after a crash a few may be there twice."""
+
+
+class SqliteSinkConfig(_SinkFields):
+    type: Literal["sqlite"]
+    path: Path
+    """The database file (made if missing)."""
+
+
+class PostgresSinkConfig(_SinkFields):
+    type: Literal["postgres"]
+    url_env: str = Field(min_length=1)
+    """The environment variable holding the server's URL, ``postgresql://user@host:5432/db``
+    (never in this file, which is committed; without a password in it)."""
+    password_env: str | None = None
+    """The environment variable holding the password, if the server wants one."""
+
+
+SinkConfig = Annotated[SqliteSinkConfig | PostgresSinkConfig, Field(discriminator="type")]
+
+
 class SpiderConfig(_Section):
     spider: str = Field(min_length=1)
     """A spider name found in the ``spiders/`` folder beside the config, or ``module:Class``."""
@@ -358,6 +444,12 @@ class SpiderConfig(_Section):
     token: TokenConfig | None = None
     cookie_domain: str | None = None
     """A parent domain (``example.com``) whose subdomains share every cookie the crawl receives."""
+    request_hooks: list[str] = []
+    """Functions by import path (``module:function``) called as ``hook(request, spider)`` before
+    each attempt at a request, after the spider's own (see ``crawler.hooks``)."""
+    response_hooks: list[str] = []
+    """Functions by import path called as ``hook(response, spider)`` before the callback, before
+    the spider's own."""
     allowed_domains: list[str] | None = None
     """Domains (each with its subdomains) followed links may go to; default: the spider's own
     ``allowed_domains``, and if it has none, any."""
@@ -372,6 +464,12 @@ class SpiderConfig(_Section):
     max_items: int | None = Field(None, ge=1)
     """Stop taking new requests once this many items are committed (pages in flight still
     finish, so a few more may come)."""
+    pipelines: list[Annotated[str, Field(pattern=_IMPORT_PATH)]] = []
+    """Item pipelines by import path (``module:Class``, made with no arguments, or ``module:object``),
+    run in this order on every committed item before the output file and the sinks get it."""
+    sinks: list[SinkConfig] = []
+    """Databases the items are written to as well (``[[spiders.sinks]]``), each from its own
+    position recorded in the checkpoint."""
 
     @field_validator("allow", "deny")
     @classmethod
@@ -389,6 +487,14 @@ class SpiderConfig(_Section):
         if bad := [domain for domain in domains or () if "/" in domain or ":" in domain or not domain.strip(". ")]:
             raise ValueError(f"domains only, without scheme, port or path: {', '.join(map(repr, bad))}")
         return domains
+
+    @field_validator("request_hooks", "response_hooks")
+    @classmethod
+    def _import_paths(cls, references: list[str]) -> list[str]:
+        # Imported when the spiders are loaded (crawler.loader), where the project is on the path.
+        if bad := [reference for reference in references if not re.fullmatch(_IMPORT_PATH, reference)]:
+            raise ValueError(f"import paths (module:function) only: {', '.join(map(repr, bad))}")
+        return references
 
     def practice_site_fields(self) -> list[str]:
         """The fields (``args.start_url``, ``login.url``...) that say ``{practice_site}``."""

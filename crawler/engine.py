@@ -25,7 +25,7 @@ from typing import Any
 
 from .admission import checked_requests
 from .exceptions import SpiderError
-from .exporters import OutputFile, OutputStream
+from .delivery import ItemFeed
 from .frontier.base import RUN_STATS, SEEDED, Completion, Entry, Frontier, FrontierCounts, Lease, Limits, crawl_is_finished
 from .politeness.hosts import HostScheduler
 from .processing import Outcome
@@ -76,7 +76,7 @@ class Crawl:
         self,
         spider: Spider,
         frontier: Frontier,
-        output: OutputFile | OutputStream,
+        output: ItemFeed,
         stats: Stats,
         *,
         limits: Limits = Limits(),

@@ -16,7 +16,8 @@
         ├── TransportError     no usable response came back
         │   ├── ConnectError   the request never reached the server (safe to retry for any method)
         │   │   ├── ConnectTimeout
-        │   │   └── RobotsUnavailable  the host's robots.txt could not be read, so nothing was sent
+        │   │   ├── RobotsUnavailable  the host's robots.txt could not be read, so nothing was sent
+        │   │   └── ProxyError     no proxy could carry it (its attempts are not spent on that)
         │   ├── ReadTimeout    the server accepted the request but answered too slowly (or never finished)
         │   └── ConnectionLost the connection broke after the request may have been sent
         ├── HTTPStatusError    the server answered with a status the crawl treats as an error
@@ -153,6 +154,22 @@ class ConnectTimeout(ConnectError):
 class RobotsUnavailable(ConnectError):
     """The host's robots.txt answered 5xx or could not be reached. Until it can be read, the
     host counts as disallowed (RFC 9309), so the request was not sent and may be retried."""
+
+
+class ProxyError(ConnectError):
+    """The request's proxies failed it (could not be reached, refused the tunnel, asked for
+    credentials), so it never reached the origin, and it spent none of its attempts on that.
+
+    ``proxy`` is the last proxy that failed it (``host:port``, never credentials; empty when
+    every proxy for it was set aside already). With ``retry_in`` it is tried again that many
+    seconds later; without, it met ``http.max_proxy_failures`` proxy failures and fails.
+    """
+
+    def __init__(self, message: str, request: Request, proxy: str = "", retry_in: float | None = None) -> None:
+        super().__init__(message, request)
+        self.args = (message, request, proxy, retry_in)  # what pickling passes back to __init__
+        self.proxy = proxy
+        self.retry_in = retry_in
 
 
 class ReadTimeout(TransportError):

@@ -32,11 +32,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_BATCH = 2000
-
 
 class ItemFormat(Protocol):
-    """How items become bytes in one output format."""
+    """How items become bytes in one output format: a header before the first item, a
+    ``separator`` between one append's items and the next's, and a ``footer`` that closes the
+    file after each append (and is cut off before the next)."""
+
+    separator: bytes
+    footer: bytes
 
     def header(self, first: dict[str, Any]) -> bytes: ...
 
@@ -46,11 +49,27 @@ class ItemFormat(Protocol):
 class JsonLinesFormat:
     """One JSON object per line; the checkpoint already holds items as JSON, so no re-encoding."""
 
+    separator = footer = b""
+
     def header(self, first: dict[str, Any]) -> bytes:
         return b""
 
     def encode(self, items: list[StoredItem]) -> bytes:
         return "".join(item.data + "\n" for item in items).encode("utf-8")
+
+
+class JsonArrayFormat:
+    """One JSON array of the items, valid after every append: the closing bracket is written
+    after each one, and cut off before the next (or when a resumed crawl aligns the file)."""
+
+    separator = b",\n"
+    footer = b"\n]\n"
+
+    def header(self, first: dict[str, Any]) -> bytes:
+        return b"[\n"
+
+    def encode(self, items: list[StoredItem]) -> bytes:
+        return ",\n".join(item.data for item in items).encode("utf-8")
 
 
 def _cell(value: Any) -> str:
@@ -70,6 +89,8 @@ class CsvFormat:
     spider, unless the columns were ``chosen`` (``output.fields``), which leaves the others out on
     purpose.
     """
+
+    separator = footer = b""
 
     def __init__(self, columns: list[str] | None = None, *, spider: str = "", chosen: bool = False) -> None:
         self.columns = columns
@@ -151,6 +172,8 @@ def csv_columns(spider: Spider, fields: list[str] | None) -> list[str] | None:
 
 def make_format(output: OutputConfig, spider: Spider) -> ItemFormat:
     """The format ``output`` asks for, with the CSV columns chosen for ``spider``'s items."""
+    if output.format == "json":
+        return JsonArrayFormat()
     if output.format != "csv":
         return JsonLinesFormat()
     columns = csv_columns(spider, output.fields)
@@ -160,25 +183,25 @@ def make_format(output: OutputConfig, spider: Spider) -> ItemFormat:
 class OutputStream:
     """Committed items written to a stream (``-o -``: standard output) as the crawl commits them,
     from the first one: a stream keeps no progress, so a resumed crawl writes its earlier items
-    again. The same ``sync``/``close`` as ``OutputFile``."""
+    again. An item consumer, as ``OutputFile`` is (see ``crawler.delivery``)."""
 
     writing = True
 
-    def __init__(self, stream: BinaryIO, frontier: Frontier, item_format: ItemFormat) -> None:
+    def __init__(self, stream: BinaryIO, item_format: ItemFormat) -> None:
         self.path = Path("-")
         self.stream = stream
-        self.frontier = frontier
         self.format = item_format
-        self.last_id = 0
+        self.position = 0
 
-    def sync(self) -> int:
-        written = 0
-        while batch := self.frontier.items_after(self.last_id, _BATCH):
-            self.stream.write(self.format.encode(batch))
+    def ready(self) -> bool:
+        return True
+
+    def write(self, items: list[StoredItem], up_to: int) -> int:
+        if items:
+            self.stream.write(self.format.encode(items))
             self.stream.flush()
-            self.last_id = batch[-1].id
-            written += len(batch)
-        return written
+        self.position = up_to
+        return len(items)
 
     def close(self) -> None:
         self.stream.flush()
@@ -245,45 +268,58 @@ class OutputFile:
         assert self._file is not None
         size = os.fstat(self._file.fileno()).st_size
         if size > self.offset:
-            # Bytes written after the last recorded progress: their items are written again below.
+            # Bytes written after the last recorded progress (or the footer): their items are
+            # written again below, and the file is closed again until they are.
             self._file.truncate(self.offset)
+            if self.offset:
+                self._file.write(self.format.footer)
+                self._file.flush()
         elif size < self.offset:
             # The file was deleted or cut short outside the crawl: rebuild it from the checkpoint.
             logger.warning("%s is shorter than the checkpoint says; rewriting it from the checkpoint", self.path)
             self._file.truncate(0)
             self.last_id = self.offset = 0
 
-    def sync(self) -> int:
-        """Append items committed since the last sync; returns how many were written.
+    @property
+    def position(self) -> int:
+        """The last item id the file holds (or was passed over, dropped by a pipeline)."""
+        return self.last_id
+
+    def ready(self) -> bool:
+        """Whether this process writes the file now (with ``shared``, it may be another's turn)."""
+        try:
+            return self._take()
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot write the output file: {error.strerror}") from None
+
+    def write(self, items: list[StoredItem], up_to: int) -> int:
+        """Append ``items``, the committed ones up to id ``up_to`` that are to be written.
 
         If the disk is full, the items stay committed in the checkpoint and the next run writes
         them: the recorded progress only moves once the bytes are on disk.
         """
+        assert self._file is not None, "ready() first"
         try:
-            return self._append_committed()
+            if items:
+                if self.offset == 0:
+                    data = self.format.header(json.loads(items[0].data)) + self.format.encode(items)
+                else:
+                    data = self.format.separator + self.format.encode(items)
+                if self.format.footer:
+                    self._file.truncate(self.offset)  # the footer the last append closed the file with
+                self._file.write(data + self.format.footer)
+                self._file.flush()
+                # On disk before the checkpoint says so; otherwise a power cut could leave a gap.
+                os.fsync(self._file.fileno())
+                self.offset += len(data)
         except OSError as error:
             raise OutputError(f"{self.path}: cannot write the output file: {error.strerror}") from None
-
-    def _append_committed(self) -> int:
-        if not self._take():
-            return 0
-        assert self._file is not None
-        written = 0
-        while batch := self.frontier.items_after(self.last_id, _BATCH):
-            header = self.format.header(json.loads(batch[0].data)) if self.offset == 0 else b""
-            data = header + self.format.encode(batch)
-            self._file.write(data)
-            self._file.flush()
-            # On disk before the checkpoint says so; otherwise a power cut could leave a gap.
-            os.fsync(self._file.fileno())
-            self.last_id = batch[-1].id
-            self.offset += len(data)
-            progress: dict[str, Any] = {"last_id": self.last_id, "offset": self.offset}
-            if isinstance(self.format, CsvFormat):
-                progress["columns"] = self.format.columns
-            self.frontier.set_state(self._state_key, json.dumps(progress))
-            written += len(batch)
-        return written
+        self.last_id = up_to
+        progress: dict[str, Any] = {"last_id": self.last_id, "offset": self.offset}
+        if isinstance(self.format, CsvFormat):
+            progress["columns"] = self.format.columns
+        self.frontier.set_state(self._state_key, json.dumps(progress))
+        return len(items)
 
     def close(self) -> None:
         if self._file is not None:

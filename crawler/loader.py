@@ -1,4 +1,5 @@
-"""Finding spider classes by name (in the ``spiders/`` folder beside the config) or by import path."""
+"""Finding spider classes by name (in the ``spiders/`` folder beside the config) or by import path,
+and the hooks a config entry names by import path."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import importlib
 import inspect
 import pkgutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .config import Config
 from .exceptions import ConfigError
+from .hooks import Hooks, hooks_for
 from .spider import Spider
 
 
@@ -73,6 +77,24 @@ def find_spider_class(reference: str, base_dir: Path) -> type[Spider]:
     return found[reference]
 
 
+def load_object(reference: str, base_dir: Path) -> object:
+    """``module:name`` (``name`` may be dotted: ``module:Class.attribute``), imported with the
+    project beside the config first on the path, as spiders are. LookupError says why it
+    cannot be had, in a line for the config's error list."""
+    module_name, _, attribute = reference.partition(":")
+    _use_project(base_dir)
+    try:
+        found: object = importlib.import_module(module_name)
+    except (ImportError, SyntaxError) as error:
+        raise LookupError(f"cannot import {reference}: {error}") from None
+    except Exception as error:  # the user's module failed while importing
+        raise LookupError(f"importing {reference} raised {type(error).__name__}: {error}") from None
+    for part in attribute.split("."):
+        if (found := getattr(found, part, None)) is None:
+            raise LookupError(f"cannot import {reference}: {module_name} has no {attribute}")
+    return found
+
+
 def load_spiders(config: Config, only: str | None = None) -> dict[int, Spider]:
     """Instantiate the configured spiders (or just ``only``), by their index in ``config.spiders``,
     naming the config field on error."""
@@ -94,8 +116,42 @@ def load_spiders(config: Config, only: str | None = None) -> dict[int, Spider]:
             spiders[index] = cls(**entry.args)
         except TypeError as error:
             problems.append(f"{field}.args: {error}")
+            continue
+        try:
+            # Imported now, so that `crawler check` and the start of a run name a bad one.
+            configured_hooks(config, index, spiders[index])
+        except ConfigError as error:
+            problems += error.problems
     if problems:
         raise ConfigError(problems)
     if only is not None and not spiders:
         raise ConfigError([f"no spider named {only!r} in the config"])
     return spiders
+
+
+def configured_hooks(config: Config, index: int, spider: Spider) -> Hooks:
+    """The hooks around ``spider``'s requests and responses: its own, and those its config entry
+    names by import path, in the order ``crawler.hooks`` describes. One problem line per hook
+    that cannot be had, naming its field."""
+    entry, field = config.spiders[index], f"spiders[{index}]"
+    problems: list[str] = []
+    imported: dict[str, list[Callable[..., Any]]] = {"request_hooks": [], "response_hooks": []}
+    for name, found in imported.items():
+        for position, reference in enumerate(getattr(entry, name)):
+            where = f"{field}.{name}[{position}]"
+            try:
+                hook = load_object(reference, config.base_dir)
+            except LookupError as error:
+                problems.append(f"{where}: {error}")
+            else:
+                if callable(hook):
+                    found.append(hook)
+                else:
+                    problems.append(f"{where}: {reference} is not a function: {hook!r:.60}")
+    try:
+        hooks = hooks_for(spider, imported["request_hooks"], imported["response_hooks"])
+    except LookupError as error:
+        problems.append(f"{field}.spider: {error}")
+    if problems:
+        raise ConfigError(problems)
+    return hooks

@@ -13,7 +13,7 @@ from .exceptions import ConfigError
 from .loader import load_spiders
 
 #: Output file suffixes that say the format, as Scrapy's ``-o`` reads them.
-_FORMATS = {".jsonl": "jsonl", ".jl": "jsonl", ".csv": "csv"}
+_FORMATS = {".jsonl": "jsonl", ".jl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 def setting_overrides(assignments: Iterable[str]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""What a worker does with one leased request: robots.txt, fetch, retry decision, callback,
-sorting the output; an ``Outcome`` for the engine.
+"""What a worker does with one leased request: robots.txt, request hooks, fetch, retry decision,
+response hooks, callback, sorting the output; an ``Outcome`` for the engine.
 
 Workers never touch the frontier or the host scheduler's slots: the outcome goes back to the
 engine, which gives the host its slot back and commits completions in batches from its own
@@ -18,8 +18,9 @@ from pydantic import BaseModel
 
 from .admission import checked_request
 from .content import accepted_by
-from .exceptions import FetchError, HTTPStatusError, LoginFailed, RobotsUnavailable
+from .exceptions import FetchError, HTTPStatusError, LoginFailed, ProxyError, RobotsUnavailable
 from .frontier.base import Completion, Entry, Lease
+from .hooks import HookFailed, Hooks
 from .http.fetcher import Fetcher, Redirected, UnwantedContent
 from .items import ItemValidator, RejectedItem
 from .politeness.robots import RobotsCache, RobotsDecision
@@ -77,6 +78,7 @@ class LeaseProcessor:
         rules: CrawlRules = CrawlRules(),
         robots: RobotsCache | None = None,
         seen: SeenFilter | None = None,
+        hooks: Hooks = Hooks(),
     ) -> None:
         self.spider = spider
         self.fetcher = fetcher
@@ -87,11 +89,13 @@ class LeaseProcessor:
         self.rules = rules
         self.robots = robots
         self.seen = seen
+        self.hooks = hooks
         # A redirect target is the server's answer for a request already in the crawl: only
         # where it may go is checked, not the link patterns or depth that chose the request.
         self.redirect_rules = CrawlRules(allowed_domains=rules.allowed_domains)
         self.validator = ItemValidator(spider.item_model)
         self._first_too_deep = Once()
+        spider.crawl_stats = stats  # what its built-in callbacks (parse_sitemap) count goes in the summary
 
     def process(self, lease: Lease) -> Outcome:
         sent = _Sent()
@@ -99,9 +103,17 @@ class LeaseProcessor:
         return Outcome(completion, sent.latency, sent.ok)
 
     def _process(self, lease: Lease, sent: _Sent) -> Completion | None:
-        request = lease.request
         if self.robots is not None and (refused := self._check_robots(lease)) is not None:
             return refused
+        # Every attempt starts from the request as leased: what the hooks make of it is sent,
+        # never stored, so it cannot build up over retries.
+        try:
+            request = self.hooks.before_sending(lease.request, self.spider)
+        except HookFailed as failure:
+            return self._fail(lease, 0, str(failure), "HookError", "hook_errors", traceback=True)
+        if request is None:
+            self.stats.inc("skipped:request_hook")
+            return Completion(lease, 0)
         name = request.callback or "parse"
         callback = getattr(self.spider, name, None)
         if not callable(callback):
@@ -111,7 +123,7 @@ class LeaseProcessor:
             response = self.fetcher.fetch(request, accepted_by(callback), self._may_follow)
         except Redirected as redirect:
             sent.record(time.monotonic() - started, ok=True)
-            return self._queue_redirect(lease, redirect.request)
+            return self._queue_redirect(lease, _as_leased(lease.request, request, redirect.request))
         except UnwantedContent as unwanted:
             sent.record(time.monotonic() - started, ok=True)
             self.stats.inc("skipped:content_type")
@@ -121,6 +133,8 @@ class LeaseProcessor:
             # Every request would fail the same way: stop the crawl, keep this one queued.
             self.stop.fail(error)
             return None
+        except ProxyError as error:
+            return self._proxy_failed(lease, error)
         except FetchError as error:
             sent.record(time.monotonic() - started, ok=False)
             return self._retry_or_fail(lease, error)
@@ -128,7 +142,14 @@ class LeaseProcessor:
         if response.status >= 400 and response.status not in self.spider.handle_statuses:
             return self._fail(lease, 1, f"HTTP {response.status}", "HTTPStatusError", status=response.status)
         self.stats.inc("pages")
-        return self._run_callback(lease, callback, response)
+        try:
+            hooked = self.hooks.before_callback(response, self.spider)
+        except HookFailed as failure:
+            return self._fail(lease, 1, str(failure), "HookError", "hook_errors", traceback=True)
+        if hooked is None:
+            self.stats.inc("skipped:response_hook")
+            return Completion(lease, 1)
+        return self._run_callback(lease, callback, hooked)
 
     def _may_follow(self, url: str) -> bool:
         """Whether the fetch may follow a redirect (within the origin) to ``url`` by itself."""
@@ -171,6 +192,16 @@ class LeaseProcessor:
         self.stats.inc("retries")
         logger.debug("retrying %s in %.2fs after attempt %d: %s", lease.request.url, wait, attempts, error)
         return Completion(lease, 1, str(error), type(error).__name__, retry_at=time.time() + wait)
+
+    def _proxy_failed(self, lease: Lease, error: ProxyError) -> Completion:
+        """Its proxies failed it: nothing reached the origin, so neither the host (no latency,
+        no failed attempt) nor the request's attempts are charged (crawlee-python#943). It waits
+        for a proxy in the queue, or fails once it met too many proxy failures."""
+        if error.retry_in is None:
+            return self._fail(lease, 0, str(error), type(error).__name__)
+        self.stats.inc("proxy_waits")
+        logger.debug("%s waits %.2fs for a proxy: %s", lease.request.url, error.retry_in, error)
+        return Completion(lease, 0, str(error), type(error).__name__, retry_at=time.time() + error.retry_in)
 
     def _pause_host(self, lease: Lease, error: HTTPStatusError, wait: float | None) -> None:
         # A 429 is about the host, not the page; so is a 503 that says how long to stay away.
@@ -274,6 +305,25 @@ class LeaseProcessor:
             return [Entry.of(spider, request, depth) for request in requests]
         seen = self.seen
         return [Entry.of(spider, request, depth) for request in requests if fingerprint(spider, request) not in seen]
+
+
+def _as_leased(leased: Request, sent: Request, target: Request) -> Request:
+    """The redirect ``target`` of ``sent`` (the ``leased`` request as the hooks left it), made
+    from the leased request instead: the hooks' changes are never stored, and the hooks see the
+    new request afresh when it is leased. What the redirect changed stays: the URL, a method
+    made GET without its body, the headers left out for another origin."""
+    if sent is leased:
+        return target
+    if target.method != sent.method:
+        method, body = target.method, None
+    else:
+        method, body = leased.method, None if target.body is None else leased.body
+    kept = {name.lower() for name in target.headers or {}}
+    headers = {name: value for name, value in (leased.headers or {}).items() if name.lower() in kept}
+    return leased.replace(
+        url=target.url, method=method, body=body, headers=headers or None,
+        redirects=target.redirects, redirected_from=target.redirected_from,
+    )
 
 
 class _Sent:

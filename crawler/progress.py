@@ -211,6 +211,8 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
             f"HTTP cache: {stats.get('cache_hits', 0)} hits, {stats.get('cache_revalidated', 0)} revalidated "
             f"(304), {stats.get('cache_stores', 0)} responses kept, {stats.get('cache_errors', 0)} cache errors"
         )
+    if line := _proxy_line(stats):
+        console.print(line)
     if processes := stats.get("worker_processes"):
         lost = stats.get("worker_processes_lost", 0)
         stale = stats.get("stale_completions", 0)
@@ -242,6 +244,23 @@ def print_summary(console: Console, report: RunReport, outputs: dict[str, str]) 
         console.print(line)
 
 
+def _proxy_line(stats: Mapping[str, int]) -> str | None:
+    """``Proxies: 950 requests through a proxy; errors: 127.0.0.1:3128 3, ...; 2 waits for a
+    proxy`` (errors by proxy, the most first), or None for a crawl without proxies."""
+    errors = sorted(
+        ((name.removeprefix("proxy_errors:"), count) for name, count in stats.items() if name.startswith("proxy_errors:")),
+        key=lambda entry: -entry[1],
+    )
+    if not (stats.get("proxied_requests") or errors):
+        return None
+    shown = ", ".join(f"{proxy} {count}" for proxy, count in errors[:_HOSTS_SHOWN])
+    more = f" and {len(errors) - _HOSTS_SHOWN} more proxies" if len(errors) > _HOSTS_SHOWN else ""
+    return (
+        f"Proxies: {stats.get('proxied_requests', 0)} requests through a proxy; errors: {shown or 'none'}{more}; "
+        f"{stats.get('proxy_waits', 0)} waits for a proxy (not counted as retries)"
+    )
+
+
 # The per-host table is for seeing which hosts slow the crawl or fail; a broad crawl has
 # thousands, so only the busiest are listed.
 _HOSTS_SHOWN = 10
@@ -271,6 +290,7 @@ _REASON_TITLES = {
     "malformed": "Malformed",
     "robots": "robots.txt",
     "redirects": "Redirects",
+    "dropped": "Items dropped by pipelines",
 }
 
 

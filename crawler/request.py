@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
 
+from .http.proxies import DIRECT, ProxyAddress
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -35,6 +37,10 @@ class Request:
     ``redirects`` counts the redirects already followed to reach this request (a redirect to
     another origin is queued as a request of its own), so ``http.max_redirects`` holds across them;
     ``redirected_from`` is the URL whose redirect queued it.
+    ``proxy`` sends it (and each of its redirect hops) through that proxy, ``http://host:port``
+    or ``https://host:port``, or with ``"direct"`` (``crawler.http.proxies.DIRECT``) through none;
+    None leaves it to the config (``http.proxy``). It is stored with the request, so it may hold
+    no credentials: a proxy of the config's gets the config's, any other none.
     """
 
     # Defaults live in __init__, which also normalises (method case, str body, bound-method callback).
@@ -50,6 +56,7 @@ class Request:
     forward_headers: bool
     redirects: int
     redirected_from: str | None
+    proxy: str | None
 
     def __init__(
         self,
@@ -66,7 +73,10 @@ class Request:
         forward_headers: bool = False,
         redirects: int = 0,
         redirected_from: str | None = None,
+        proxy: str | None = None,
     ) -> None:
+        if proxy is not None and proxy != DIRECT:
+            _check_proxy(proxy)
         if callable(callback):
             callback = callback.__name__
         if isinstance(body, str):
@@ -84,6 +94,7 @@ class Request:
         set_field(self, "forward_headers", forward_headers)
         set_field(self, "redirects", redirects)
         set_field(self, "redirected_from", redirected_from)
+        set_field(self, "proxy", proxy)
 
     @property
     def is_idempotent(self) -> bool:
@@ -106,6 +117,7 @@ class Request:
             "forward_headers": self.forward_headers,
             "redirects": self.redirects,
             "redirected_from": self.redirected_from,
+            "proxy": self.proxy,
         }
         fields.update(changes)
         return Request(**fields)
@@ -135,6 +147,8 @@ class Request:
             data["redirects"] = self.redirects
         if self.redirected_from:
             data["redirected_from"] = self.redirected_from
+        if self.proxy is not None:
+            data["proxy"] = self.proxy
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -144,6 +158,19 @@ class Request:
             data["body"] = base64.b64decode(data["body"])
         url = data.pop("url")
         return cls(url, **data)
+
+
+def _check_proxy(proxy: str) -> None:
+    try:
+        address = ProxyAddress.parse(proxy)
+    except ValueError as error:
+        raise ValueError(f"Request(proxy=...): {error}") from None
+    if address.has_credentials:
+        # Never in the checkpoint: a proxy of the config's gets its credentials from there.
+        raise ValueError(
+            f"Request(proxy=...) holds credentials ({address.url} with a user or password): list the "
+            "proxy in http.proxy, whose credentials come from the environment, and name it without them"
+        )
 
 
 # "//" or "http://" followed by nothing, or by a path: an authority that is there but empty.
@@ -205,7 +232,9 @@ def _digest(spider: str, method: str, url: str, body: bytes) -> bytes:
 
 # Pages link to the same URLs over and over (navigation, related items); canonicalising each
 # one again is most of the engine's per-link cost. Bounded in entries, and only bodiless
-# requests are cached, so memory stays flat.
-@functools.lru_cache(maxsize=32768)
+# requests are cached, so memory stays flat. A page's links are fingerprinted again as they are
+# deduped and stored, so the bound holds one sitemap's 50,000 URLs with room to spare: below
+# that, a big sitemap's first URLs are gone before their second look.
+@functools.lru_cache(maxsize=65536)
 def _cached_digest(spider: str, method: str, url: str) -> bytes:
     return _digest(spider, method, url, b"")

@@ -13,6 +13,7 @@ from requests.structures import CaseInsensitiveDict
 from w3lib.encoding import html_to_unicode
 
 from .exceptions import MalformedURL
+from .links import LINK_OPTIONS, LinkExtractor
 from .request import Request, has_empty_authority
 from .urls import normalize_url
 
@@ -139,8 +140,21 @@ class Response:
 
     def follow_all(
         self,
-        urls: Iterable[str | Selector],
+        urls: Iterable[str | Selector] | None = None,
         callback: str | Callable[..., Any] | None = None,
-        **request_options: Any,
+        **options: Any,
     ) -> list[Request]:
-        return [self.follow(url, callback, **request_options) for url in urls]
+        """Requests for ``urls`` (each as ``follow`` makes it), or, without ``urls``, for the links
+        of this page that a :class:`~crawler.links.LinkExtractor` takes with the link options
+        among ``options`` (``allow``, ``deny``, ``allow_domains``, ``deny_domains``,
+        ``restrict_css``, ``restrict_xpaths``, ``tags``, ``attrs``, ``deny_extensions``,
+        ``unique``; none: every link). The other options are the requests' (``priority``,
+        ``meta``...)."""
+        link_options = {name: options.pop(name) for name in LINK_OPTIONS & options.keys()}
+        if urls is None:
+            urls = [link.url for link in LinkExtractor(**link_options).extract_links(self)]
+        elif link_options:
+            # The options choose among the page's links; URLs given by hand are already chosen
+            # (restrict_css="a.product-link" picks anchors with the options instead).
+            raise TypeError(f"follow_all() takes urls or link options, not both: {', '.join(sorted(link_options))}")
+        return [self.follow(url, callback, **options) for url in urls]

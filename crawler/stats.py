@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 
 #: The families of counts by reason: requests dropped or not fetched, and inputs that were bad.
-REASONS = ("failed:", "status:", "filtered:", "refused:", "skipped:", "malformed:", "robots:", "redirects:")
+REASONS = ("failed:", "status:", "filtered:", "refused:", "skipped:", "malformed:", "robots:", "redirects:", "dropped:")
 
 
 def reason_counts(snapshot: dict[str, int]) -> dict[str, int]:

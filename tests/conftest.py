@@ -13,7 +13,7 @@ from crawler.config import Config, load_config
 from crawler.practice import PracticeSite
 
 # A real redis-server per session (and per test where asked): see tests/redis_server.py.
-pytest_plugins = ["redis_server"]
+pytest_plugins = ["redis_server", "postgres_server"]
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def test_zero_read_timeout_must_be_greater_than_zero(tmp_path: Path) -> None:
         ("[crawl]\nworkers = 0\n", "crawl.workers", "must be greater than or equal to 1"),
         ("[http]\nmax_redirects = 1.5\n", "http.max_redirects", "must be a valid integer"),
         ("[http]\nverify_tls = 3\n", "http.verify_tls", "must be a valid boolean"),
-        ('[output]\nformat = "xml"\n', "output.format", "must be 'jsonl' or 'csv'"),
+        ('[output]\nformat = "xml"\n', "output.format", "must be 'jsonl', 'json', 'csv' or 'parquet'"),
         ("[retry]\nattempts = 0\n", "retry.attempts", "must be greater than or equal to 1"),
         ("http = 5\n", "http", "must be a valid dictionary"),
     ],

@@ -272,7 +272,20 @@ class Output:
 
 def read_output(path: Path, fmt: str) -> Output:
     assert path.is_file(), f"no output file {path}"
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+        assert not path.with_name(path.name + ".partial").exists(), "a finished run left its .partial file"
+        return Output(path, Counter(json.dumps(row, sort_keys=True) for row in rows))
     data = path.read_bytes()
+    if fmt == "json":
+        try:
+            array = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise AssertionError(f"{path} is not one JSON array ({error}): ...{data[-200:]!r}") from None
+        assert isinstance(array, list), f"{path} holds a {type(array).__name__}, not an array"
+        return Output(path, Counter(json.dumps(item, sort_keys=True) for item in array))
     assert not data or data.endswith(b"\n"), f"{path} ends in a cut-off line: {data[-200:]!r}"
     if fmt == "jsonl":
         items: Counter[str] = Counter()
@@ -475,6 +488,8 @@ LOOPS = [
     pytest.param("sigint", "jsonl", 1, id="sigint-jsonl"),
     pytest.param("sigterm", "csv", 1, id="sigterm-csv"),
     pytest.param("sigint-twice", "jsonl", 1, id="sigint-twice-jsonl"),
+    pytest.param("sigkill", "json", 1, id="sigkill-json"),
+    pytest.param("sigkill", "parquet", 1, id="sigkill-parquet"),
     # One crawl in a coordinator and two worker processes: every one of them killed at once, and
     # Ctrl-C as a terminal sends it, to all of them (the worker processes leave it to the
     # coordinator, as they do a SIGTERM).
@@ -508,6 +523,35 @@ def test_stopped_again_and_again_then_resumed_writes_every_item_exactly_once(
     assert done_counts == sorted(done_counts), f"the checkpoint went backwards: {done_counts}; {log}"
     assert checkpoint_states(checkpoint_path(folder)) == {2: PAGES}, str(log)
     assert_same_items(read_output(output, fmt), want, str(log))
+
+
+def test_a_postgres_sink_killed_again_and_again_ends_with_each_item_exactly_once(
+    site_url: str, clean_output: Callable[[str], Output], tmp_path: Path, postgres_server, monkeypatch
+) -> None:
+    """The sink records its position in the checkpoint after each committed transaction; a kill
+    between the two writes that batch again, and the key makes it replace itself."""
+    import psycopg
+
+    want = clean_output("jsonl")
+    url = postgres_server.new_database()
+    monkeypatch.setitem(CLI_ENV, "CRASH_SINK_URL", url)
+    folder = products_project(tmp_path, site_url, "jsonl")
+    with open(folder / "config.toml", "a", encoding="utf-8") as config:
+        config.write('\n[[spiders.sinks]]\ntype = "postgres"\nurl_env = "CRASH_SINK_URL"\ntable = "products"\nkey = "id"\n')
+    seed = seed_for("loop:sigkill:postgres")
+    log = KillLog(seed, "sigkill-postgres")
+    stop_repeatedly(folder, STOP_MODES["sigkill"], random.Random(seed), log, total_pages=PAGES,
+                    output=folder / "out" / "products.jsonl", kills=3)
+    run_to_end(folder, log="final")
+    print(f"\n{log}")
+    with psycopg.connect(url) as db, db.cursor() as cursor:
+        cursor.execute("SELECT * FROM products")
+        names = [column.name for column in cursor.description or ()]
+        rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    table = Output(folder / "products (table)", Counter(
+        json.dumps({**row, "price": str(row["price"])}, sort_keys=True) for row in rows
+    ))
+    assert_same_items(table, want, str(log))
 
 
 # -- resuming is immediate -----------------------------------------------------------------------------

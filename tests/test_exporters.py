@@ -15,7 +15,8 @@ import pytest
 
 from helpers import lease_from
 
-from crawler.exporters import CsvFormat, JsonLinesFormat, OutputFile
+from crawler.delivery import ItemFeed
+from crawler.exporters import CsvFormat, JsonArrayFormat, JsonLinesFormat, OutputFile
 from crawler.frontier import Checkpoint, Completion, Entry, SQLiteFrontier
 from crawler.request import Request
 
@@ -48,7 +49,7 @@ def commit(frontier: SQLiteFrontier, *items: dict[str, Any]) -> None:
 
 def sync_once(path: Path, frontier: SQLiteFrontier, item_format: Any = None) -> int:
     """Open the output as a (re)started run would, sync it, close it."""
-    output = OutputFile(path, frontier, item_format or JsonLinesFormat())
+    output = ItemFeed(frontier, OutputFile(path, frontier, item_format or JsonLinesFormat()))
     try:
         return output.sync()
     finally:
@@ -64,7 +65,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 def test_sync_writes_committed_items_once(frontier: SQLiteFrontier, out_path: Path) -> None:
     commit(frontier, {"n": 1}, {"n": 2})
-    output = OutputFile(out_path, frontier, JsonLinesFormat())
+    output = ItemFeed(frontier, OutputFile(out_path, frontier, JsonLinesFormat()))
     try:
         assert output.sync() == 2
         assert output.sync() == 0
@@ -223,3 +224,33 @@ def test_csv_columns_default_to_the_first_items_fields(frontier: SQLiteFrontier,
     commit(frontier, {"id": 1, "name": "a"}, {"id": 2, "name": "b"})
     sync_once(path, frontier, CsvFormat())
     assert csv_rows(path) == [["id", "name"], ["1", "a"], ["2", "b"]]
+
+
+# -- one JSON array ----------------------------------------------------------------------------------
+
+
+def test_a_json_array_is_valid_after_every_append(frontier: SQLiteFrontier, tmp_path: Path) -> None:
+    path = tmp_path / "books.json"
+    feed = ItemFeed(frontier, OutputFile(path, frontier, JsonArrayFormat()))
+    try:
+        for batch in ([{"n": 1}, {"n": 2}], [{"n": 3}], [{"n": 4, "name": "Café"}]):
+            commit(frontier, *batch)
+            feed.sync()
+            assert json.loads(path.read_text(encoding="utf-8"))[-1] == batch[-1]
+    finally:
+        feed.close()
+    assert json.loads(path.read_text(encoding="utf-8")) == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4, "name": "Café"}]
+
+
+def test_a_json_array_cut_mid_append_is_closed_again_and_continued(frontier: SQLiteFrontier, tmp_path: Path) -> None:
+    path = tmp_path / "books.json"
+    commit(frontier, {"n": 1})
+    sync_once(path, frontier, JsonArrayFormat())
+    with open(path, "ab") as file:
+        file.write(b',\n{"n": 2, "cut off')  # an append a kill -9 stopped before its progress was recorded
+    # Opened again with nothing new committed: the file is the array it was, closed.
+    assert sync_once(path, frontier, JsonArrayFormat()) == 0
+    assert json.loads(path.read_text()) == [{"n": 1}]
+    commit(frontier, {"n": 2})
+    assert sync_once(path, frontier, JsonArrayFormat()) == 1
+    assert json.loads(path.read_text()) == [{"n": 1}, {"n": 2}]

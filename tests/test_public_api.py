@@ -11,11 +11,14 @@ import crawler
 
 EXPECTED_PUBLIC_NAMES = {
     "CrawlerError",
+    "DropItem",
     "FetchError",
     "HeaderAuth",
+    "LinkExtractor",
     "LoginFailed",
     "Request",
     "Response",
+    "Rule",
     "Spider",
     "__version__",
     "accepts",
@@ -50,6 +53,10 @@ def test_public_classes_come_from_their_home_modules() -> None:
     assert (crawler.CrawlerError, crawler.FetchError) == (CrawlerError, FetchError)
     assert (crawler.Request, crawler.Response, crawler.Spider) == (Request, Response, Spider)
     assert issubclass(crawler.FetchError, crawler.CrawlerError)
+    from crawler.links import LinkExtractor, Rule
+    from crawler.pipelines import DropItem
+
+    assert (crawler.LinkExtractor, crawler.Rule, crawler.DropItem) == (LinkExtractor, Rule, DropItem)
 
 
 def test_version_is_a_release_number_matching_the_package_metadata() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from crawler.engine import Crawl
 from crawler.exceptions import CheckpointError
+from crawler.delivery import ItemFeed
 from crawler.exporters import JsonLinesFormat, OutputFile
 from crawler.frontier import Checkpoint, Completion, Entry, FrontierCounts, Lease
 from crawler.request import Request
@@ -74,7 +75,7 @@ def crawl_of_books(checkpoint_path: Path, tmp_path: Path, *, lease_time: float =
     """A crawl of Books as the runner wires one, over a real checkpoint file."""
     with Checkpoint(checkpoint_path, "test:1", lease_time=lease_time) as checkpoint:
         frontier = checkpoint.frontier(SPIDER)
-        output = OutputFile(tmp_path / "books.jsonl", frontier, JsonLinesFormat())
+        output = ItemFeed(frontier, OutputFile(tmp_path / "books.jsonl", frontier, JsonLinesFormat()))
         try:
             yield Crawl(Books(), frontier, output, Stats(), seen=SeenFilter())
         finally:

@@ -6,6 +6,9 @@
                    ``Redirected``, for the caller to queue as a request of its own
 ``_send_hop``      sends one HTTP request through the thread's session, with the cookies
                    that belong to it, and stores the cookies its answer sets
+``_exchange``      sends it through the proxy its URL goes by (``crawler.http.proxies``), and
+                   through the next at once when one fails; a request whose proxies all failed
+                   ends the fetch as ``ProxyError`` without spending an attempt
 ``_read_body``     streams the body, within the size limit and the total deadline
 
 robots.txt is fetched without credentials: no token, no cookie, and nothing its answer sets is
@@ -31,6 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import DecodeError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import ProxyError as ProxyConnectError
 
 from .. import exceptions as exc
 from ..auth.cookies import CookieAudit, CrawlCookieJar
@@ -43,8 +47,9 @@ from ..retry import parse_retry_after
 from ..stats import Stats
 from ..urls import scheme_of
 from .redirects import CREDENTIAL_HEADERS, Hop, next_hop, origin
-from .framing import ExchangeTimeout, IncompleteHeaders, UntrustedResponse
-from .sessions import SessionRegistry, exchange, prepare
+from .framing import ExchangeTimeout, IncompleteHeaders, TunnelRefused, UntrustedResponse
+from .proxies import Proxy, ProxyFailure, ProxyRoutes
+from .sessions import SessionRegistry, exchange_through, prepare
 
 if TYPE_CHECKING:  # requests-cache is imported only by a crawl that caches
     from .cache import HttpCache, Lookup
@@ -123,6 +128,21 @@ def _carried(error: BaseException | None, kind: type[E]) -> E | None:
     return None
 
 
+def proxy_failure(error: requests.RequestException) -> ProxyFailure | None:
+    """How the proxy failed, if ``error`` is the proxy's: it could not be reached (requests'
+    ProxyError: urllib3 raises it only before the proxy answered), or it refused the tunnel
+    (``TunnelRefused``, which urllib3 wraps one way or another). An error after that, the
+    tunnel open or the request forwarded, is the origin's."""
+    cause = _root_cause(error)
+    if isinstance(cause, (ProtocolError, ProxyConnectError)) and cause.args and isinstance(
+        refused := cause.args[-1], TunnelRefused
+    ):
+        return ProxyFailure(refused.status)
+    if isinstance(error, requests.exceptions.ProxyError):
+        return ProxyFailure()
+    return None
+
+
 def translate_error(error: requests.RequestException, request: Request) -> exc.FetchError:
     """Map a requests error to the most specific error of ours."""
     text = str(error) or type(error).__name__
@@ -168,9 +188,11 @@ class Fetcher:
         stats: Stats,
         auth: Auth = Auth(),
         cache: HttpCache | None = None,
+        proxies: ProxyRoutes | None = None,
     ) -> None:
         self.sessions = sessions
         self.cache = cache
+        self.proxies = proxies
         self.timeouts = timeouts
         self.max_body_size = max_body_size
         self.max_redirects = max_redirects
@@ -365,11 +387,15 @@ class Fetcher:
         generation = jar.generation
         try:
             prepared = prepare(session, hop.method, hop.url, headers=headers, body=hop.body)
+            # A request's own Proxy-Authorization is never sent: through a tunnel it would reach the
+            # origin. Each proxy gets the credentials configured for it alone (see _exchange).
+            prepared.headers.pop("Proxy-Authorization", None)
             if credentials and "Cookie" not in prepared.headers:
                 cookie, generation = jar.header_for(prepared)
                 if cookie:
                     prepared.headers["Cookie"] = cookie
-            raw = exchange(session, prepared, ExchangeTimeout(self.timeouts.connect, read_timeout, deadline))
+            timeout = ExchangeTimeout(self.timeouts.connect, read_timeout, deadline)
+            raw = self._exchange(session, prepared, timeout, request)
         except requests.RequestException as error:
             if time.monotonic() >= deadline:
                 raise exc.ReadTimeout(self._past_total(), request) from error
@@ -381,6 +407,57 @@ class Fetcher:
                 # An answer to a request sent before the latest login, which would have undone it.
                 self.stats.inc("stale_cookies_ignored", ignored)
         return raw, generation
+
+    def _exchange(
+        self, session: requests.Session, prepared: requests.PreparedRequest, timeout: ExchangeTimeout, request: Request
+    ) -> requests.Response:
+        """``prepared`` sent through the proxies its URL goes by, in turn, or directly.
+
+        A proxy that fails is counted and set aside, and the next one is tried at once; when
+        none is left, or the request met ``max_failures`` proxy failures, ProxyError (the
+        origin saw nothing: the request's attempts are not spent). A 407 is the proxy's own
+        answer, over plain http as to CONNECT.
+        """
+        routes = self.proxies
+        candidates = routes.candidates(prepared.url or "", request.proxy) if routes is not None else None
+        if routes is None or candidates is None:
+            return exchange_through(session, prepared, timeout, None)
+        key = (request.method, request.url, request.body)  # the request across its leases
+        failed: tuple[Proxy, ProxyFailure] | None = None
+        for proxy in candidates:
+            self.stats.inc("proxied_requests")
+            try:
+                raw = exchange_through(session, prepared, timeout, proxy)
+            except requests.RequestException as error:
+                if (failure := proxy_failure(error)) is None:
+                    routes.worked(proxy)
+                    routes.forget(key)
+                    raise
+            else:
+                if raw.status_code != 407:
+                    routes.worked(proxy)
+                    routes.forget(key)
+                    return raw
+                raw.close()
+                failure = ProxyFailure(407)
+            routes.failed(proxy, failure)
+            failed = (proxy, failure)
+            if not routes.charge(key):
+                raise exc.ProxyError(
+                    f"proxy error: {routes.max_failures} proxy failures (http.max_proxy_failures), the last: "
+                    f"proxy {proxy.key} {failure}", request, proxy.key,
+                )
+        if failed is None and not routes.charge(key):  # every proxy set aside: waiting counts too
+            raise exc.ProxyError(
+                f"proxy error: {routes.max_failures} proxy failures (http.max_proxy_failures), the last: "
+                "every proxy for it was set aside after failures", request,
+            )
+        wait = routes.retry_in(prepared.url or "", request.proxy, key)
+        what = f"proxy {failed[0].key} {failed[1]}" if failed else "every proxy for it is set aside after failures"
+        raise exc.ProxyError(
+            f"proxy error: {what}; tried again in {wait:.1f}s (its attempts are not spent)",
+            request, failed[0].key if failed else "", wait,
+        )
 
     def _read_body(
         self, raw: requests.Response, request: Request, deadline: float, cut_at: int | None = None
@@ -446,7 +523,15 @@ class Fetcher:
                     name,
                     request.url,
                 )
-            if overrides:
+            if overrides and key == "proxy-authorization":
+                self.stats.inc("header_overrides")
+                logger.warning(
+                    "a request sets its own %r header: it is never sent; a proxy's credentials come from "
+                    "http.proxy_username_env and http.proxy_password_env (first seen on %s)",
+                    name,
+                    request.url,
+                )
+            elif overrides:
                 self.stats.inc("header_overrides")
                 logger.warning(
                     "a request sets its own %r header: it replaces the session's %s for that request only "

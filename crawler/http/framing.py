@@ -17,6 +17,12 @@ bytes, read as the answer to the next request.
 
 What no HTTP/1.1 client can tell: bytes a server sends past a response's end only after the next
 request went out on that connection are indistinguishable from the answer to it.
+
+Through a proxy, a connection's host is the proxy, and the framing checks name the origin it
+serves instead: the one at the end of a ``CONNECT`` tunnel, or the one its pool forwards
+plain-http requests for (``forwarded_origin``, see ``crawler.http.sessions``). The proxy's
+answer to ``CONNECT`` is part of connecting, read within the connect timeout, and any other
+answer than 200 (or none) is a ``TunnelRefused`` carrying the proxy's status.
 """
 
 from __future__ import annotations
@@ -57,6 +63,20 @@ class IncompleteHeaders(http.client.HTTPException):
 class UntrustedResponse(http.client.HTTPException):
     """Bytes followed a response on a connection that had served an earlier one: the response
     may itself be bytes the server sent past the end of that earlier one."""
+
+
+class TunnelRefused(OSError):
+    """The proxy did not open the ``CONNECT`` tunnel: ``status`` is its answer, None if it gave
+    none (it closed the connection, or did not answer within the connect timeout)."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__(status)
+        self.status = status
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return "the proxy gave no answer to CONNECT"
+        return f"the proxy answered CONNECT with {self.status}"
 
 
 class _Reader(io.RawIOBase):
@@ -173,6 +193,29 @@ class CheckedResponse(http.client.HTTPResponse):
             raise UntrustedResponse("bytes followed the response on a reused connection")
 
 
+class _ConnectAnswer(http.client.HTTPResponse):
+    """A proxy's answer to ``CONNECT``, read no later than ``deadline``; its status is told to
+    ``on_status`` (http.client keeps it only in the text of the error it raises)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: float | None,
+        on_status: Callable[[int], None],
+    ) -> None:
+        super().__init__(_Reader(sock, deadline), debuglevel, method, url)  # type: ignore[arg-type]
+        self._on_status = on_status
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        self._on_status(status)
+        return version, status, reason
+
+
 def _read_at_once(sock: socket.socket, read: Callable[[], int | bytes | None]) -> int | bytes | None:
     """What ``read`` gets from ``sock`` without waiting; None if nothing waits.
 
@@ -201,10 +244,14 @@ class _Checked:
     on_connect: Callable[[], None]
     broken_hosts: set[str]  # hosts that broke framing: their connections are never reused
     exchange_deadline: float | None = None
+    forwarded_origin: str | None = None  # the origin a connection to a proxy carries requests for
     _responses = 0  # responses read since the connection was opened
     host: str
     port: int | None
     sock: socket.socket | None
+    timeout: Any
+    _tunnel_host: str | None
+    _tunnel_port: int | None
 
     def connect(self) -> None:
         # Here, not where the pool makes connection objects: a pool reopens a dropped
@@ -212,6 +259,23 @@ class _Checked:
         self.on_connect()
         self._responses = 0
         super().connect()  # type: ignore[misc]
+
+    def _tunnel(self) -> None:
+        # Opening the tunnel is part of connecting: the whole answer must come within the
+        # connect timeout (the socket's timeout now), not only each of its reads.
+        answered: list[int] = []
+        timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+        self.response_class = functools.partial(  # type: ignore[attr-defined]
+            _ConnectAnswer,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            on_status=answered.append,
+        )
+        try:
+            super()._tunnel()  # type: ignore[misc]
+        except (OSError, http.client.HTTPException) as error:
+            # A 200 followed by trouble is no usable answer either.
+            refusal = next((status for status in answered if status != 200), None)
+            raise TunnelRefused(refusal) from error
 
     def getresponse(self) -> Any:
         self.response_class = functools.partial(  # type: ignore[attr-defined]
@@ -247,6 +311,10 @@ class _Checked:
         self.on_broken_framing(host)
 
     def _where(self) -> str:
+        if self._tunnel_host:  # through a proxy's tunnel: the origin at its end
+            return f"{self._tunnel_host}:{self._tunnel_port}"
+        if self.forwarded_origin:
+            return self.forwarded_origin
         return f"{self.host}:{self.port}" if self.port else self.host
 
 

@@ -5,7 +5,8 @@
 
 The first line on stdout is the site's URL (with the real port when
 ``--port 0`` asks for a free one), flushed at once so scripts can read it;
-the demo credentials for ``/login`` and ``/api/token`` go to stderr.
+the demo credentials for ``/login`` and ``/api/token`` go to stderr. Its ``/robots.txt`` is
+one line, ``Sitemap: <site>/sitemap.xml``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                             token_ttl=args.token_ttl)
     except ValueError as error:
         parser.error(str(error))
+    site.robots.sitemaps = ("/sitemap.xml",)  # a robots.txt that names the catalogue's sitemaps
     try:
         site.start()
     except OSError as error:  # typically: port already in use

@@ -34,7 +34,9 @@ endpoints), and that count decides whether the request fails:
 The login area (``/login``, ``/logout``, ``/members/``), the bearer-token API
 (``/api/token``, ``/api/items/<n>``, ``/api/redirect``) and ``/set-cookie`` are
 documented and served by :mod:`crawler.practice.members`; ``/robots.txt`` answers
-as the site's ``robots`` says (:mod:`crawler.practice.robots`).
+as the site's ``robots`` says (:mod:`crawler.practice.robots`); the catalogue's sitemaps
+(``/sitemap.xml``, ``/sitemap.txt``, ``/sitemaps/...``) are served by
+:mod:`crawler.practice.sitemaps`.
 
 Defaults: ``fail=1``, ``seconds=1``, ``n=10``, ``repeat=1``. A malformed query
 parameter is a 400; any other path is a 404. Every response carries an exact
@@ -54,7 +56,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from crawler.practice import hostile, members
+from crawler.practice import hostile, members, sitemaps
 from crawler.practice.catalogue import layout
 
 if TYPE_CHECKING:
@@ -220,6 +222,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._catalogue_page("home", 0)
             case ["robots.txt"]:
                 self.server.robots.answer(self)
+            case ["sitemap.xml" | "sitemap.xml.gz" | "sitemap.txt" | "sitemap.txt.gz"] | ["sitemaps", _]:
+                if not sitemaps.route(self, path):
+                    self._not_found(path)
             case ["catalogue"]:
                 self._redirect(301, "/catalogue/page/1")
             case ["catalogue", "page", number] if (page := _nat(number)) is not None:

@@ -10,7 +10,6 @@ import random
 import resource
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,8 +28,8 @@ from ..callbacks import missing_callbacks
 from ..config import Config, SpiderConfig
 from ..engine import COMMIT_GATHER, Crawl, CrawlResult, Engine
 from ..exceptions import CheckpointError, CheckpointInUse, CheckpointWriteFailed, CrawlerError
-from ..exporters import OutputFile, OutputStream, make_format
-from ..frontier.base import Backend, Frontier, FrontierCounts, Limits, ResumeInfo, Store
+from ..exporters import make_format
+from ..frontier.base import Backend, FrontierCounts, Limits, ResumeInfo, Store
 from ..frontier.sqlite import SQLiteBackend
 from ..http.sessions import PoolSizing
 from ..loader import load_spiders
@@ -45,7 +44,8 @@ from ..politeness.robots import RobotsFetch, SharedRobotsFetch
 from ..processing import HostControl
 from .auth import LoginVia, SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
 from .child import ChildSpec, child_main
-from .owner import machine_name, machine_slot
+from .items import check_sinks, item_feed, load_pipelines
+from .owner import machine_slot
 from .wiring import SpiderWork, session_factory, spider_work
 
 if TYPE_CHECKING:
@@ -341,8 +341,9 @@ def run_crawl(
     reporter = reporter or QuietReporter()
     # A wrong name, argument or CSV column is reported before anything is opened or served.
     spiders = load_spiders(config, only)
-    for spider in spiders.values():
+    for index, spider in spiders.items():
         make_format(config.output, spider)
+        load_pipelines(config, index)  # a pipeline that does not import is a config error now
         for missing in missing_callbacks(type(spider)):
             logger.warning("%s: the requests that name it will fail", missing)
     started = time.monotonic()
@@ -362,6 +363,8 @@ def run_crawl(
             spiders = load_spiders(config, only)  # made again, with the URLs filled in
         run = _Run(config, checkpoint, stop, reporter, environment(config, demo_account), _pool_sizing(config))
         check_secrets(config, run.environ)
+        for index in spiders:
+            check_sinks(config, index, run.environ)
         if fresh:
             # Every spider now, before crawling any: a --fresh run stopped half-way and resumed
             # without --fresh must not find a later spider's previous crawl still there.
@@ -421,14 +424,17 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
             stats = Stats()
             run.stats.append(stats)
             frontier = run.checkpoint.frontier(spider.name)
-            output = cleanup.enter_context(contextlib.closing(_output_file(config, spider, frontier)))
+            output = cleanup.enter_context(
+                contextlib.closing(item_feed(config, index, spider, frontier, stats, run.environ))
+            )
             crawl = Crawl(spider, frontier, output, stats, limits=limits_of(config.spiders[index]))
             crawls.append(crawl)
             login_via, robots_via = _shared_by_machines(run, spider.name, stats)
             if config.crawl.processes > 1:
                 # The coordinator keeps the login (and its cookie file); worker processes fetch and parse.
                 auth = build_spider_auth(
-                    config, index, spider, stats, run.environ, session_factory(config, run.pools, stats), login_via=login_via
+                    config, index, spider, stats, run.environ,
+                    session_factory(config, run.pools, stats, run.environ), login_via=login_via,
                 )
             else:
                 work = works[spider.name] = spider_work(
@@ -523,8 +529,11 @@ def export_outputs(config: Config, only: str | None = None) -> list[Exported]:
     spiders = load_spiders(config, only)
     results = []
     with open_checkpoint(config) as checkpoint:
-        for spider in spiders.values():
-            with contextlib.closing(_output_file(config, spider, checkpoint.frontier(spider.name))) as output:
+        for index, spider in spiders.items():
+            frontier = checkpoint.frontier(spider.name)
+            # The file as the crawl writes it (through the pipelines); the sinks are the crawl's.
+            feed = item_feed(config, index, spider, frontier, Stats(), os.environ, sinks=False)
+            with contextlib.closing(feed) as output:
                 written = output.sync()
                 results.append(Exported(spider.name, output.path, written, busy=not output.writing))
     return results
@@ -546,19 +555,6 @@ def _shared_by_machines(
         return ClusterLogin(login, stats, board=board, cookies=jar, new_session=new_session, holder=store.owner)
 
     return login_via, lambda fetch: robots_fetch(store, fetch, stats)  # type: ignore[arg-type]
-
-
-def _output_file(config: Config, spider: Spider, frontier: Frontier) -> OutputFile | OutputStream:
-    item_format = make_format(config.output, spider)
-    if config.output.path == "-":
-        return OutputStream(sys.stdout.buffer, frontier, item_format)
-    path = config.output_path(spider.name)
-    if config.checkpoint.backend == "sqlite":
-        return OutputFile(path, frontier, item_format)
-    # A checkpoint shared by machines: each machine keeps its own file, with its own progress
-    # (under the name the machine goes by in the crawl), written by one of its processes at a time.
-    state_key = f"export:{machine_name(config.checkpoint.machine)}:{path}"
-    return OutputFile(path, frontier, item_format, state_key=state_key, shared=True)
 
 
 def _save_login(auth: SpiderAuth) -> None:
