@@ -357,3 +357,25 @@ class Stamped(Hooked):
     received = sorted((item["url"], item["received"]["X-Stamped"]) for item in items(config, "stamped"))
     assert received == [(f"{site.url}/echo?n={n}", "stamped") for n in range(3, 9)]
     assert report.stats["skipped:request_hook"] == 3 and report.stats["skipped:response_hook"] == 1
+
+
+def test_crawler_fetch_and_parse_run_the_hooks_as_the_crawl_does(spider_config, tmp_path: Path) -> None:
+    source = """
+
+def refuse_robots_page(request, spider):
+    return None if request.url.endswith("/robots.txt") else request
+"""
+    with serve("httpbin_server.py") as httpbin:
+        hooked_config(
+            spider_config, source, "",
+            entry='request_hooks = ["spiders.hooked:add_trail", "spiders.hooked:refuse_robots_page"]', language="en",
+        )
+        fetched = crawler_cli("fetch", f"{httpbin}/headers", "config.toml", "-s", "robots.obey=false", cwd=tmp_path)
+        assert fetched.code == 0, fetched
+        assert json.loads(fetched.out)["headers"]["X-Hooked"] == "yes"
+        parsed = crawler_cli("parse", f"{httpbin}/headers", "config.toml", "-s", "robots.obey=false", cwd=tmp_path)
+        assert parsed.code == 0, parsed
+        assert '"X-Hooked": "yes"' in parsed.out
+        dropped = crawler_cli("fetch", f"{httpbin}/robots.txt", "config.toml", "-s", "robots.obey=false", cwd=tmp_path)
+    (line,) = assert_clean_failure(dropped, 1)
+    assert line == f"crawler: {httpbin}/robots.txt: a request hook dropped it, so it is not fetched"

@@ -1,6 +1,6 @@
-"""One page at a time, through the crawl's real machinery, for ``crawler fetch`` and ``crawler
-parse``: the spider's sessions, login and tokens from the config, robots.txt, and the retry
-policy, without a checkpoint or a crawl."""
+"""One page at a time, through the crawl's real machinery, for ``crawler fetch``, ``shell`` and
+``parse``: the spider's sessions, login and tokens from the config, robots.txt, its hooks, and
+the retry policy, without a checkpoint or a crawl."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..admission import checked_request
 from ..config import Config
 from ..content import ContentTypes
 from ..exceptions import CrawlerError, FetchError
+from ..hooks import HookFailed
 from ..http.fetcher import Redirected, UnwantedContent
 from ..loader import load_spiders
 from ..politeness.robots import RobotsDecision
@@ -69,11 +70,22 @@ class PageFetcher:
             if verdict.decision is RobotsDecision.UNAVAILABLE:
                 raise CrawlerError(f"{request.url}: robots.txt is unavailable ({verdict.reason}), so nothing is fetched there")
         policy = retry_policy(self.config)
+        hooks = self.work.processor.hooks
         attempts = 0
         while True:
             attempts += 1
             try:
-                return self.work.processor.fetcher.fetch(request, accept)
+                # The spider's and the config's hooks, as in the crawl: on every attempt, and
+                # around the response its callback (or the shell) gets.
+                sent = hooks.before_sending(request, self.spider)
+                if sent is None:
+                    raise CrawlerError(f"{request.url}: a request hook dropped it, so it is not fetched")
+                response = hooks.before_callback(self.work.processor.fetcher.fetch(sent, accept), self.spider)
+                if response is None:
+                    raise CrawlerError(f"{request.url}: a response hook dropped its response")
+                return response
+            except HookFailed as failure:
+                raise CrawlerError(f"{request.url}: {failure}") from None
             except UnwantedContent as unwanted:
                 raise CrawlerError(f"{request.url}: a {unwanted.content_type} response, which the callback does not accept") from None
             except FetchError as error:
