@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,9 +61,12 @@ class RedisServer:
         self._log.seek(0)
         raise RuntimeError(f"redis-server did not start: {self._log.read()[-2000:].decode(errors='replace')}")
 
-    def restart(self, *, down_for: float = 0.0, killed: bool = False) -> None:
+    def restart(
+        self, *, down_for: float = 0.0, killed: bool = False, down_until: Callable[[], bool] | None = None
+    ) -> None:
         """Stop the server (SIGTERM, as a service manager does, or SIGKILL with ``killed``: it
-        writes nothing more), leave it down ``down_for`` seconds, and start it on its port again."""
+        writes nothing more), leave it down ``down_for`` seconds (or until ``down_until()``, at
+        most a minute), and start it on its port again."""
         assert self._process is not None
         if killed:
             self._process.kill()
@@ -72,6 +75,9 @@ class RedisServer:
         else:
             self._end_process()
         time.sleep(down_for)
+        deadline = time.monotonic() + 60
+        while down_until is not None and not down_until() and time.monotonic() < deadline:
+            time.sleep(0.02)
         if not self._launch():
             self._log.seek(0)
             raise RuntimeError(f"redis-server did not start again: {self._log.read()[-2000:].decode(errors='replace')}")

@@ -256,6 +256,28 @@ def test_the_redis_server_killed_and_restarted_mid_crawl_loses_nothing(tmp_path,
     assert any("waiting up to" in log and "answers again" in log for log in logs), logs
 
 
+def test_a_process_started_while_the_server_is_down_waits_for_it_and_crawls(tmp_path, reaped) -> None:
+    server = RedisServer().start()
+    log = tmp_path / "logs" / "run.err"
+    try:
+        with PracticeSite(products=30, per_page=10) as site:
+            redis_project(tmp_path, server, site)
+
+            def start_while_down() -> bool:
+                # The run starts once the server is down, and the server stays down until the
+                # run has said it waits: its first step (opening the crawl) met no server.
+                if not reaped:
+                    reaped.append(start_run(tmp_path, "run"))
+                return log.exists() and "waiting up to" in log.read_text(errors="replace")
+
+            server.restart(killed=True, down_until=start_while_down)
+            finished(reaped[0], tmp_path, "run")
+    finally:
+        server.stop()
+    assert output_ids(tmp_path) == Counter(range(1, 31))
+    assert "answers again" in log.read_text()
+
+
 def test_export_writes_a_machines_file_from_the_shared_checkpoint(redis_server, tmp_path) -> None:
     # Another machine (another folder) joins after the crawl: `crawler export` gives it the file.
     crawl = redis_server.new_crawl()

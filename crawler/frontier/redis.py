@@ -331,6 +331,9 @@ class RedisStore:
         self.wait_for_server = backend.wait_for_server
         self.politeness = backend.politeness
         self.lease_us = round(lease_time * 1_000_000)
+        # Its own steps wait for an unreachable server as the frontiers' do: a process that
+        # starts while the server restarts (or says a host's Retry-After then) waits for it.
+        self.patience = Patience(self.where, self.wait_for_server) if self.wait_for_server else None
         self._backend = backend
         self._shared_client: redis.Redis | None = None
         self.client = backend.connect()
