@@ -207,6 +207,34 @@ class OutputStream:
         self.stream.flush()
 
 
+class WriterTurn:
+    """The turn to write one output among the processes of a crawl on one machine: an
+    exclusive flock on ``path``, tried without waiting, held until ``release`` (or the holder's
+    death, which hands the turn on at once). Without a path every process may write: nothing
+    else shares the output."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._descriptor: int | None = None
+
+    def take(self) -> bool:
+        """Whether this process holds the turn now (OSError if the lock file cannot be made)."""
+        if self.path is None:
+            return True
+        if self._descriptor is None:
+            self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # another process of the crawl writes it
+        return True
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # and with it the turn to write
+            self._descriptor = None
+
+
 class OutputFile:
     """Keeps one output file in step with a frontier's committed items.
 
@@ -225,13 +253,11 @@ class OutputFile:
         self.frontier = frontier
         self.format = item_format
         self._state_key = state_key or f"export:{path}"
-        self._lock: int | None = None
+        self._turn = WriterTurn(path.with_name(path.name + ".lock") if shared else None)
         self._file: BinaryIO | None = None
         self.last_id = self.offset = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if shared:
-                self._lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
             self._take()
         except OSError as error:
             raise OutputError(f"{path}: cannot write the output file: {error.strerror}") from None
@@ -245,11 +271,8 @@ class OutputFile:
         """Open the file to write, if this process may: whether it is open now."""
         if self._file is not None:
             return True
-        if self._lock is not None:
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # another process of the crawl writes it
+        if not self._turn.take():
+            return False
         self.last_id, self.offset = self._load_progress()
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open while the crawl runs
         self._align()
@@ -324,5 +347,4 @@ class OutputFile:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        if self._lock is not None:
-            os.close(self._lock)  # and with it the turn to write
+        self._turn.release()

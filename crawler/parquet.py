@@ -12,7 +12,6 @@ or the first item; decimals are kept as text (exact), lists, dicts and nested mo
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from .exceptions import OutputError
+from .exporters import WriterTurn
 from .frontier.base import StoredItem
 from .sinks.base import Column, Kind, UnknownFields, table_columns
 
@@ -52,8 +52,7 @@ class ParquetFile:
         self.model = model
         self.position = 0  # always from the first item: the file is written whole each run
         self._partial = path.with_name(path.name + ".partial")
-        self._lock_path = path.with_name(path.name + ".lock") if shared else None
-        self._lock: int | None = None
+        self._turn = WriterTurn(path.with_name(path.name + ".lock") if shared else None)
         self._writer: pq.ParquetWriter | None = None
         self._columns: list[Column] = []
         self._started = False
@@ -64,13 +63,9 @@ class ParquetFile:
             return True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self._lock_path is not None:
-                self._lock = self._lock or os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-                try:
-                    fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    self.writing = False
-                    return False  # another process of this machine writes it
+            if not self._turn.take():
+                self.writing = False
+                return False
         except OSError as error:
             raise OutputError(f"{self.path}: cannot write the output file: {error.strerror}") from None
         self.writing = self._started = True
@@ -118,6 +113,4 @@ class ParquetFile:
         except OSError as error:
             raise OutputError(f"{self.path}: cannot write the output file: {error.strerror}") from None
         finally:
-            if self._lock is not None:
-                os.close(self._lock)
-                self._lock = None
+            self._turn.release()

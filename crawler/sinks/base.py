@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import fcntl
 import json
 import logging
-import os
 import types
 import typing
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..exceptions import OutputError
+from ..exporters import WriterTurn
 from ..frontier.base import Frontier, StoredItem
 
 logger = logging.getLogger(__name__)
@@ -138,8 +137,7 @@ class TableSink:
         self.key = key
         self.model = model
         self._state_key = state_key
-        self._lock_path = lock
-        self._lock: int | None = None
+        self._turn = WriterTurn(lock)
         self._opened = False
         self.columns: list[Column] = []
         self.position = 0
@@ -148,13 +146,11 @@ class TableSink:
     def ready(self) -> bool:
         if self._opened:
             return True
-        if self._lock_path is not None:
-            if self._lock is None:
-                self._lock = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # another process of this machine writes it
+        try:
+            if not self._turn.take():
+                return False
+        except OSError as error:
+            raise SinkError(self.label, f"cannot take the turn to write: {error.strerror}") from None
         saved = self.frontier.get_state(self._state_key)
         self.position = int(json.loads(saved)["last_id"]) if saved else 0
         self._opened = True
@@ -181,9 +177,7 @@ class TableSink:
             if self.columns:
                 self._close()
         finally:
-            if self._lock is not None:
-                os.close(self._lock)
-                self._lock = None
+            self._turn.release()
 
     def _open_table(self, columns: list[Column]) -> None:
         if self.key is not None and self.key not in {column.name for column in columns}:
