@@ -31,6 +31,7 @@ from . import __version__
 from .exceptions import ConfigError
 from .http.proxies import ProxyAddress
 from .retry import TRANSIENT_STATUSES
+from .urls import holds_password
 
 # Durations are bounded: an infinite or astronomic one is accepted by a float but breaks the
 # socket timeouts and the scheduler's clock arithmetic mid-crawl. A day is more than any wait here.
@@ -238,7 +239,7 @@ class CheckpointConfig(_Section):
         parts = urlsplit(self.url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"url: not a Redis URL (redis://, rediss:// or unix://): {parts.scheme}://...")
-        if parts.password or "password=" in parts.query:
+        if holds_password(self.url):
             raise ValueError(f"url: holds a password; set it in the environment variable {self.password_env} instead")
         if self.crawl is not None and (not self.crawl or "{" in self.crawl or "}" in self.crawl):
             raise ValueError("crawl: must be a non-empty name without braces")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import ada_url
 
@@ -131,3 +131,11 @@ def _split_port(authority: str) -> tuple[str, str]:
 def scheme_of(url: str) -> str:
     """The scheme of a URL in normal form (lowercase, without the colon)."""
     return url.partition(":")[0]
+
+
+def holds_password(url: str) -> bool:
+    """Whether ``url`` carries a password: in its userinfo, or as a ``password`` query parameter
+    (Redis and libpq URLs take one there). Such a URL is refused wherever the config or the
+    environment names a server: the password comes from a variable of its own."""
+    parts = urlsplit(url)
+    return bool(parts.password) or "password=" in parts.query

@@ -44,6 +44,7 @@ from redis.retry import Retry
 
 from ..exceptions import CheckpointError, CheckpointWriteFailed
 from ..items import RejectedItem
+from ..urls import holds_password
 from .base import (
     RUN_STATS,
     SEEDED,
@@ -190,7 +191,7 @@ class RedisBackend:
         self.location = _without_password(parts)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise CheckpointError(f"{self.location}: not a Redis URL (redis://, rediss:// or unix://)")
-        if parts.password or "password" in urllib.parse.parse_qs(parts.query):
+        if holds_password(url):
             raise CheckpointError(f"{self.location}: the URL holds a password; give it apart (from the environment), never in a URL")
         try:
             self.keys = CrawlKeys(crawl)

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
 
 from ..config import Config, PostgresSinkConfig, SinkConfig, SqliteSinkConfig
 from ..delivery import ItemConsumer, ItemFeed
@@ -20,6 +19,7 @@ from ..loader import load_object
 from ..pipelines import Pipeline, PipelineChain
 from ..spider import Spider
 from ..stats import Stats
+from ..urls import holds_password
 from .owner import machine_name
 
 if TYPE_CHECKING:
@@ -60,8 +60,7 @@ def check_sinks(config: Config, index: int, environ: Mapping[str, str]) -> None:
             for name, variable in (("url_env", sink.url_env), ("password_env", sink.password_env)):
                 if variable is not None and not environ.get(variable):
                     problems.append(f"{field}.{name}: environment variable {variable} is not set")
-            url = environ.get(sink.url_env, "")
-            if _has_password(url):
+            if holds_password(environ.get(sink.url_env, "")):
                 problems.append(
                     f"{field}.url_env: {sink.url_env} holds a password; put it in the variable password_env names"
                 )
@@ -128,8 +127,3 @@ def _sink(config: Config, spider: Spider, frontier: Frontier, sink: SinkConfig, 
         raise ConfigError(["sinks: type = \"postgres\" needs psycopg: pip install 'synccrawl[postgres]'"]) from None
     password = environ.get(sink.password_env) if sink.password_env else None
     return PostgresSink(environ[sink.url_env], password, f"${sink.url_env}, table {sink.table}", **fields)
-
-
-def _has_password(url: str) -> bool:
-    parts = urlsplit(url)
-    return bool(parts.password) or "password" in parse_qs(parts.query)
