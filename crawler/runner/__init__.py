@@ -40,6 +40,7 @@ from ..stopping import StopSignal
 from ..workers import Workers
 from ..workers.processes import ProcessWorkers
 from ..workers.threads import ThreadWorkers
+from ..pipelines import Pipeline
 from ..politeness.robots import RobotsFetch, SharedRobotsFetch
 from ..processing import HostControl
 from .auth import LoginVia, SpiderAuth, build_spider_auth, check_secrets, cookie_file, environment
@@ -327,6 +328,7 @@ class _Run:
     reporter: Reporter
     environ: Mapping[str, str]
     pools: PoolSizing
+    pipelines: Mapping[int, list[Pipeline]]  # each spider's, by its index in the config
     sessions_opened: int = 0
     stats: list[Stats] = field(default_factory=list)  # each spider's
 
@@ -339,11 +341,11 @@ def run_crawl(
     reporter: Reporter | None = None,
 ) -> RunReport:
     reporter = reporter or QuietReporter()
-    # A wrong name, argument or CSV column is reported before anything is opened or served.
+    # A wrong name, argument, pipeline or CSV column is reported before anything is opened or served.
     spiders = load_spiders(config, only)
-    for index, spider in spiders.items():
+    pipelines = {index: load_pipelines(config, index) for index in spiders}
+    for spider in spiders.values():
         make_format(config.output, spider)
-        load_pipelines(config, index)  # a pipeline that does not import is a config error now
         for missing in missing_callbacks(type(spider)):
             logger.warning("%s: the requests that name it will fail", missing)
     started = time.monotonic()
@@ -361,7 +363,9 @@ def run_crawl(
             config = config.with_practice_site(site.url)
             demo_account = site.demo_credentials
             spiders = load_spiders(config, only)  # made again, with the URLs filled in
-        run = _Run(config, checkpoint, stop, reporter, environment(config, demo_account), _pool_sizing(config))
+        run = _Run(
+            config, checkpoint, stop, reporter, environment(config, demo_account), _pool_sizing(config), pipelines
+        )
         check_secrets(config, run.environ)
         for index in spiders:
             check_sinks(config, index, run.environ)
@@ -425,7 +429,7 @@ def _run_spiders(run: _Run, spiders: Mapping[int, Spider]) -> list[CrawlResult]:
             run.stats.append(stats)
             frontier = run.checkpoint.frontier(spider.name)
             output = cleanup.enter_context(
-                contextlib.closing(item_feed(config, index, spider, frontier, stats, run.environ))
+                contextlib.closing(item_feed(config, index, spider, frontier, stats, run.environ, pipelines=run.pipelines[index]))
             )
             crawl = Crawl(spider, frontier, output, stats, limits=limits_of(config.spiders[index]))
             crawls.append(crawl)
@@ -532,7 +536,9 @@ def export_outputs(config: Config, only: str | None = None) -> list[Exported]:
         for index, spider in spiders.items():
             frontier = checkpoint.frontier(spider.name)
             # The file as the crawl writes it (through the pipelines); the sinks are the crawl's.
-            feed = item_feed(config, index, spider, frontier, Stats(), os.environ, sinks=False)
+            feed = item_feed(
+                config, index, spider, frontier, Stats(), os.environ, pipelines=load_pipelines(config, index), sinks=False
+            )
             with contextlib.closing(feed) as output:
                 written = output.sync()
                 results.append(Exported(spider.name, output.path, written, busy=not output.writing))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,14 +70,14 @@ def check_sinks(config: Config, index: int, environ: Mapping[str, str]) -> None:
 
 def item_feed(
     config: Config, index: int, spider: Spider, frontier: Frontier, stats: Stats, environ: Mapping[str, str], *,
-    sinks: bool = True,
+    pipelines: Sequence[Pipeline], sinks: bool = True,
 ) -> ItemFeed:
-    """The feed of entry ``index``'s items: through its pipelines to its output and (with
-    ``sinks``) its sinks."""
+    """The feed of entry ``index``'s items: through ``pipelines`` (its, made by
+    ``load_pipelines``) to its output and (with ``sinks``) its sinks."""
     entry = config.spiders[index]
-    pipelines = PipelineChain(load_pipelines(config, index), spider, stats) if entry.pipelines else None
+    chain = PipelineChain(pipelines, spider, stats) if pipelines else None
     consumers = [_sink(config, spider, frontier, sink, environ) for sink in entry.sinks] if sinks else []
-    return ItemFeed(frontier, output_of(config, spider, frontier), sinks=consumers, pipelines=pipelines)
+    return ItemFeed(frontier, output_of(config, spider, frontier), sinks=consumers, pipelines=chain)
 
 
 def output_of(config: Config, spider: Spider, frontier: Frontier) -> OutputFile | OutputStream | ParquetFile:
