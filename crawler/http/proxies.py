@@ -308,6 +308,8 @@ class ProxyRoutes:
         return proxies[start % len(proxies)] if proxies else None
 
     def _route(self, url: str) -> tuple[tuple[Proxy, ...], int]:
+        if not self._by_scheme:
+            return (), 0  # a crawl without proxies: no URL to take apart, hop after hop
         parts = urlsplit(url)
         proxies = self._by_scheme.get(parts.scheme, ())
         host = parts.hostname or ""
